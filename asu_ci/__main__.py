@@ -1,0 +1,3 @@
+from asu_ci.cli import main
+
+main()
