@@ -1,0 +1,102 @@
+"""The ``asu-ci`` command line: one Typer app, the same option names everywhere.
+
+Every option also has an ``ASU_CI_<NAME>`` env var and a key in the YAML
+config; flags win over env, env over the file, the file over defaults.
+Only :class:`~asu_ci.errors.AsuCiError` is caught here: it becomes one line on
+stderr and its exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from asu_ci import __version__
+from asu_ci.config import Settings, load_settings
+from asu_ci.errors import AsuCiError
+
+app = typer.Typer(
+    name="asu-ci",
+    help="Attended SysUpgrade for OpenWrt as a CI-driven static build farm.\n\n"
+    "Renders a static index of the upstream download server, builds custom "
+    "firmware with the official ImageBuilder and serves the ASU API that LuCI, "
+    "auc, owut and the Firmware Selector talk to.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML configuration file [default: ./asu-ci.yaml].",
+                 envvar="ASU_CI_CONFIG", show_envvar=True),
+]
+UpstreamOpt = Annotated[
+    str | None,
+    typer.Option("--upstream", help="Download server URL or a local folder in its layout.",
+                 show_default="https://downloads.openwrt.org"),
+]
+PublicOpt = Annotated[
+    Path | None,
+    typer.Option("--public", help="The static tree to write and serve.",
+                 show_default="asu-ci-data/public"),
+]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", help="Caches, ImageBuilders and the queue database.",
+                 show_default="asu-ci-data/data"),
+]
+
+
+class State:
+    """What the top-level options leave for the commands."""
+
+    def __init__(self) -> None:
+        self.config: Path | None = None
+
+    def settings(self, **overrides: Any) -> Settings:
+        return load_settings(self.config, overrides)
+
+
+@app.callback()
+def _top(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(f"asu-ci {__version__}")
+        raise typer.Exit(0)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    state = State()
+    state.config = config
+    ctx.obj = state
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    try:
+        app(standalone_mode=False)
+    except AsuCiError as exc:
+        typer.echo(f"asu-ci: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("asu-ci: aborted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise
