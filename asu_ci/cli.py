@@ -9,17 +9,30 @@ stderr and its exit code.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from asu_ci import __version__
 from asu_ci.config import Settings, load_settings
 from asu_ci.errors import AsuCiError
 
+
+class _Group(TyperGroup):
+    """Turns an :class:`AsuCiError` from any command into one line and its exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AsuCiError as exc:
+            typer.echo(f"asu-ci: {exc.message}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
 app = typer.Typer(
+    cls=_Group,
     name="asu-ci",
     help="Attended SysUpgrade for OpenWrt as a CI-driven static build farm.\n\n"
     "Renders a static index of the upstream download server, builds custom "
@@ -32,23 +45,35 @@ app = typer.Typer(
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="YAML configuration file [default: ./asu-ci.yaml].",
-                 envvar="ASU_CI_CONFIG", show_envvar=True),
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML configuration file [default: ./asu-ci.yaml].",
+        envvar="ASU_CI_CONFIG",
+        show_envvar=True,
+    ),
 ]
 UpstreamOpt = Annotated[
     str | None,
-    typer.Option("--upstream", help="Download server URL or a local folder in its layout.",
-                 show_default="https://downloads.openwrt.org"),
+    typer.Option(
+        "--upstream",
+        help="Download server URL or a local folder in its layout.",
+        show_default="https://downloads.openwrt.org",
+    ),
 ]
 PublicOpt = Annotated[
     Path | None,
-    typer.Option("--public", help="The static tree to write and serve.",
-                 show_default="asu-ci-data/public"),
+    typer.Option(
+        "--public", help="The static tree to write and serve.", show_default="asu-ci-data/public"
+    ),
 ]
 DataOpt = Annotated[
     Path | None,
-    typer.Option("--data", help="Caches, ImageBuilders and the queue database.",
-                 show_default="asu-ci-data/data"),
+    typer.Option(
+        "--data",
+        help="Caches, ImageBuilders and the queue database.",
+        show_default="asu-ci-data/data",
+    ),
 ]
 
 
@@ -83,20 +108,4 @@ def _top(
 
 def main() -> None:
     """Entry point of the console script."""
-    try:
-        app(standalone_mode=False)
-    except AsuCiError as exc:
-        typer.echo(f"asu-ci: {exc.message}", err=True)
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("asu-ci: aborted", err=True)
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click's own usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise
+    app()

@@ -103,7 +103,7 @@ class GitHub(_Model):
     repository: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")] | None = None
     ref: str = "main"
     workflow: str = "build.yml"
-    token_env: str = "GITHUB_TOKEN"
+    token_env: str = "GITHUB_TOKEN"  # noqa: S105 - the name of the variable, not a secret
     api_url: str = "https://api.github.com"
     timeout_seconds: Annotated[float, Field(gt=0)] = 15.0
 

@@ -12,7 +12,8 @@ from typing import Any
 
 def dumps(obj: Any) -> bytes:
     """The canonical JSON bytes asu-ci writes: sorted keys, compact, UTF-8, newline."""
-    return (json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return (text + "\n").encode()
 
 
 def write_bytes(path: Path, data: bytes, *, only_if_changed: bool = True) -> bool:

@@ -7,6 +7,7 @@ cancelled build takes the whole tree (make and everything it spawned) down.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -99,10 +100,8 @@ def run(
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def tail(text: str, limit: int = 8192) -> str:
