@@ -1,0 +1,1 @@
+"""Request identity: the request model, its normalisation and its hash."""

@@ -1,0 +1,238 @@
+"""Validate a :class:`BuildRequest` against the index and the server's limits.
+
+The result, :class:`NormalizedRequest`, is the one form of a request that is
+hashed, stored, dispatched and built: its profile is the canonical id, its
+package set is sorted and de-duplicated. Every failure is a
+:class:`RequestError` (400) or :class:`UnknownPackagesError` (422) whose
+message is what the client shows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from asu_ci.config import Server
+from asu_ci.errors import RequestError, UnknownPackagesError
+from asu_ci.identity.request import BuildRequest
+
+
+class Index(Protocol):
+    """What validation needs to know about the rendered index."""
+
+    def has_version(self, version: str) -> bool: ...
+
+    def targets(self, version: str) -> Mapping[str, str]: ...
+
+    def profile(self, version: str, target: str, name: str) -> Mapping[str, Any] | None: ...
+
+    def package_names(self, version: str, target: str) -> frozenset[str] | None: ...
+
+    def package_changes(self, version: str) -> list[Mapping[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class NormalizedRequest:
+    """A validated request: every field that changes the image, and nothing else."""
+
+    distro: str
+    version: str
+    version_code: str
+    target: str
+    profile: str
+    packages: tuple[str, ...]
+    packages_versions: tuple[tuple[str, str], ...] = ()
+    diff_packages: bool = False
+    filesystem: str | None = None
+    rootfs_size_mb: int | None = None
+    defaults: str | None = None
+    repositories: tuple[tuple[str, str], ...] = ()
+    repository_keys: tuple[str, ...] = ()
+    repositories_mode: str = "append"
+    client: str | None = field(default=None, compare=False)
+
+    def image_fields(self) -> dict[str, Any]:
+        """The fields that make up the request hash (``client`` is not one)."""
+        return {
+            "distro": self.distro,
+            "version": self.version,
+            "version_code": self.version_code,
+            "target": self.target,
+            "profile": self.profile,
+            "packages": list(self.packages),
+            "packages_versions": dict(self.packages_versions),
+            "diff_packages": self.diff_packages,
+            "filesystem": self.filesystem,
+            "rootfs_size_mb": self.rootfs_size_mb,
+            "defaults": self.defaults,
+            "repositories": dict(self.repositories),
+            "repository_keys": list(self.repository_keys),
+            "repositories_mode": self.repositories_mode if self.repositories else None,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``request`` object of the 200 body and of a dispatched job."""
+        data = self.image_fields()
+        data["repositories_mode"] = self.repositories_mode
+        if self.client is not None:
+            data["client"] = self.client
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> NormalizedRequest:
+        """Read back what :meth:`to_json` wrote (the build job re-validates it)."""
+        req = BuildRequest.model_validate(dict(data))
+        return cls(
+            distro=req.distro,
+            version=req.version,
+            version_code=req.version_code,
+            target=req.target,
+            profile=req.profile,
+            packages=tuple(sorted(req.packages)),
+            packages_versions=tuple(sorted(req.packages_versions.items())),
+            diff_packages=req.diff_packages,
+            filesystem=req.filesystem,
+            rootfs_size_mb=req.rootfs_size_mb,
+            defaults=req.defaults,
+            repositories=tuple(sorted(req.repositories.items())),
+            repository_keys=tuple(req.repository_keys),
+            repositories_mode=req.repositories_mode,
+            client=req.client,
+        )
+
+    def requested_packages(self) -> list[str]:
+        """What to hand the ImageBuilder: ``packages`` plus the keys of ``packages_versions``."""
+        words = dict.fromkeys(self.packages)
+        for name, _ in self.packages_versions:
+            words.setdefault(name, None)
+        return list(words)
+
+
+def revision_number(version_code: str) -> int | None:
+    """``r24012-d8dd03c46f`` → 24012."""
+    match = re.match(r"^r([0-9]+)-", version_code)
+    return int(match.group(1)) if match else None
+
+
+def apply_package_changes(
+    packages: Iterable[str], changes: Iterable[Mapping[str, Any]], revision: int | None
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Rename (or drop) packages the branch renamed at or before ``revision``.
+
+    Returns the new list and the changes that were applied, for build.json.
+    """
+    words = list(packages)
+    applied: list[dict[str, Any]] = []
+    for change in changes:
+        if revision is not None and revision < int(change.get("revision", 0)):
+            continue
+        source, target = change.get("source"), change.get("target")
+        for i, word in enumerate(words):
+            removal = word.startswith("-")
+            if word.lstrip("-") != source:
+                continue
+            if target:
+                words[i] = f"-{target}" if removal else str(target)
+            else:
+                words[i] = ""
+            applied.append({"source": source, "target": target, "revision": change["revision"]})
+    return [w for w in dict.fromkeys(words) if w], applied
+
+
+def normalize(request: BuildRequest, index: Index, server: Server) -> NormalizedRequest:
+    """Check ``request`` against the index and the limits; return its canonical form."""
+    if not index.has_version(request.version):
+        raise RequestError(f"Unsupported version: {request.version}")
+    targets = index.targets(request.version)
+    if request.target not in targets:
+        raise RequestError(f"Unsupported target: {request.target}")
+    profile = index.profile(request.version, request.target, request.profile)
+    if profile is None:
+        raise RequestError(f"Unsupported profile: {request.profile}")
+    profile_id = str(profile["id"])
+    _check_limits(request, server)
+    normalized = NormalizedRequest(
+        distro=request.distro,
+        version=request.version,
+        version_code=request.version_code,
+        target=request.target,
+        profile=profile_id,
+        packages=tuple(sorted(request.packages)),
+        packages_versions=tuple(sorted(request.packages_versions.items())),
+        diff_packages=request.diff_packages,
+        filesystem=request.filesystem,
+        rootfs_size_mb=request.rootfs_size_mb,
+        defaults=request.defaults,
+        repositories=tuple(sorted(request.repositories.items())),
+        repository_keys=tuple(request.repository_keys),
+        repositories_mode=request.repositories_mode,
+        client=request.client,
+    )
+    _check_filesystem(normalized, profile)
+    _check_packages(normalized, index, profile)
+    return normalized
+
+
+def _check_limits(request: BuildRequest, server: Server) -> None:
+    if request.defaults is not None:
+        if not server.allow_defaults:
+            raise RequestError("Handling of defaults (a first-boot script) is disabled here")
+        size = len(request.defaults.encode())
+        if size > server.max_defaults_length:
+            raise RequestError(
+                f"defaults is {size} bytes, more than this server's limit of "
+                f"{server.max_defaults_length}"
+            )
+    if request.rootfs_size_mb is not None and (
+        request.rootfs_size_mb > server.max_custom_rootfs_size_mb
+    ):
+        raise RequestError(
+            f"rootfs_size_mb {request.rootfs_size_mb} is larger than this server's limit of "
+            f"{server.max_custom_rootfs_size_mb}"
+        )
+    for name, url in request.repositories.items():
+        host = urlsplit(url).hostname or ""
+        if not _host_allowed(host, server.repository_allow_list):
+            raise RequestError(
+                f"Repository {name} ({host}) is not on this server's allow-list; "
+                "ask its operator to add the host"
+            )
+
+
+def _host_allowed(host: str, allow_list: Iterable[str]) -> bool:
+    host = host.lower().rstrip(".")
+    for entry in allow_list:
+        allowed = urlsplit(entry).hostname if "://" in entry else entry
+        allowed = (allowed or "").lower().rstrip(".")
+        if allowed and (host == allowed or host.endswith("." + allowed)):
+            return True
+    return False
+
+
+def _check_filesystem(request: NormalizedRequest, profile: Mapping[str, Any]) -> None:
+    if request.filesystem is None:
+        return
+    filesystems = {img.get("filesystem") for img in profile.get("images", [])}
+    filesystems.discard(None)
+    if filesystems and request.filesystem not in filesystems:
+        offered = ", ".join(sorted(str(f) for f in filesystems))
+        raise RequestError(
+            f"Unsupported filesystem: {request.filesystem} (this profile offers {offered})"
+        )
+
+
+def _check_packages(request: NormalizedRequest, index: Index, profile: Mapping[str, Any]) -> None:
+    known = index.package_names(request.version, request.target)
+    if known is None:
+        return
+    changes = index.package_changes(request.version)
+    wanted, _ = apply_package_changes(
+        request.requested_packages(), changes, revision_number(request.version_code)
+    )
+    builtin = set(profile.get("default_packages", [])) | set(profile.get("device_packages", []))
+    unknown = [w for w in wanted if not w.startswith("-") and w not in known and w not in builtin]
+    if unknown:
+        raise UnknownPackagesError(unknown)

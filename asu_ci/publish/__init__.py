@@ -1,0 +1,1 @@
+"""Publishing build results: the local static store or GitHub Releases."""
