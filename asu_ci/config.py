@@ -78,7 +78,9 @@ class Server(_Model):
     max_custom_rootfs_size_mb: Annotated[int, Field(ge=1)] = 1024
     repository_allow_list: tuple[str, ...] = ()
     max_pending_builds: Annotated[int, Field(ge=1)] = 200
-    rate_limit_per_minute: Annotated[int, Field(ge=1)] = 1200
+    rate_limit_per_minute: Annotated[
+        int, Field(ge=1, description="new builds one client may submit per minute")
+    ] = 20
     max_body_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
 
 

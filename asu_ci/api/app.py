@@ -1,0 +1,357 @@
+"""The thin request endpoint: ASU API v1 over the static tree.
+
+It validates, hashes, looks the hash up in the store, queues what is new and
+answers. It never builds and never blocks on a build. Everything it answers
+about a request is also in ``store/<hash>/``; the SQLite queue only holds what
+is in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from asu_ci import __version__
+from asu_ci.api.middleware import EdgeMiddleware
+from asu_ci.config import Settings
+from asu_ci.dispatch.base import Dispatcher
+from asu_ci.dispatch.queue import Queue
+from asu_ci.errors import (
+    AsuCiError,
+    NotFoundError,
+    QueueFullError,
+    RateLimitedError,
+    RequestError,
+)
+from asu_ci.identity.hashing import is_request_hash, request_hash
+from asu_ci.identity.request import BuildRequest
+from asu_ci.identity.validate import normalize
+from asu_ci.index.catalog import Catalog
+from asu_ci.publish import bodies
+from asu_ci.publish.local import LocalStore
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+_SEGMENT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+@dataclass
+class Counters:
+    """In-process figures for /api/v1/stats and /metrics."""
+
+    started: float = field(default_factory=time.time)
+    requests: dict[str, int] = field(default_factory=dict)
+    builds_queued: int = 0
+    cache_hits: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, key: str) -> None:
+        with self.lock:
+            self.requests[key] = self.requests.get(key, 0) + 1
+
+
+class RateLimiter:
+    """New builds one client may submit in a sliding minute."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, client: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._seen) > 10_000:
+                self._seen = {k: v for k, v in self._seen.items() if v and now - v[-1] < 60}
+            stamps = self._seen.setdefault(client, deque())
+            while stamps and now - stamps[0] >= 60:
+                stamps.popleft()
+            if len(stamps) >= self.per_minute:
+                retry = int(60 - (now - stamps[0])) + 1
+                raise RateLimitedError(
+                    f"Too many new builds from this client ({self.per_minute} a minute); "
+                    f"try again in {retry} s",
+                    retry_after=retry,
+                )
+            stamps.append(now)
+
+
+class Finished:
+    """``build.json`` bytes by hash: immutable, so they can be kept in memory."""
+
+    def __init__(self, store: LocalStore, size: int = 4096) -> None:
+        self.store = store
+        self.size = size
+        self._bytes: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, request_hash: str) -> bytes | None:
+        with self._lock:
+            found = self._bytes.get(request_hash)
+            if found is not None:
+                self._bytes.move_to_end(request_hash)
+                return found
+        try:
+            data = (self.store.folder(request_hash) / "build.json").read_bytes()
+        except OSError:
+            return None
+        with self._lock:
+            self._bytes[request_hash] = data
+            if len(self._bytes) > self.size:
+                self._bytes.popitem(last=False)
+        return data
+
+
+class Service:
+    """Everything a request handler needs, created once per app."""
+
+    def __init__(self, settings: Settings, dispatcher: Dispatcher | None) -> None:
+        self.settings = settings
+        self.catalog = Catalog(settings.public_dir)
+        self.store = LocalStore(settings.public_dir / "store")
+        self.queue = Queue(settings.data_dir / "queue.sqlite3")
+        self.finished = Finished(self.store)
+        self.limiter = RateLimiter(settings.server.rate_limit_per_minute)
+        self.counters = Counters()
+        self.dispatcher = dispatcher
+
+    # -- answers -------------------------------------------------------------
+
+    def answer_finished(self, data: bytes) -> Response:
+        self.counters.cache_hits += 1
+        return Response(
+            content=data,
+            status_code=200,
+            media_type=JSON,
+            headers={"X-Imagebuilder-Status": "done", "X-Queue-Position": "0"},
+        )
+
+    def answer_status(self, request_hash: str, body: dict[str, Any]) -> Response:
+        code = int(body.get("status", 500))
+        if code == 202:
+            position = self.queue.position(request_hash)
+            body = dict(body)
+            if position is not None:
+                body["queue_position"] = position
+                body["imagebuilder_status"] = "init"
+            else:
+                body.pop("queue_position", None)
+        state = str(body.get("imagebuilder_status", "failed" if code == 500 else "init"))
+        return JSONResponse(
+            body,
+            status_code=code,
+            headers={
+                "X-Imagebuilder-Status": state,
+                "X-Queue-Position": str(body.get("queue_position", 0)),
+            },
+        )
+
+    # -- the flow ------------------------------------------------------------
+
+    def submit(self, request: BuildRequest, client: str) -> Response:
+        normalized = normalize(request, self.catalog, self.settings.server)
+        digest = request_hash(normalized)
+        data = self.finished.get(digest)
+        if data is not None:
+            return self.answer_finished(data)
+        status = self.store.status(digest)
+        if status is not None:
+            code = status.get("status")
+            in_flight = code == 202 and self.queue.get(digest) is not None
+            failed_for_now = code == 500 and not bodies.is_retryable(
+                status, self.settings.build.failure_retry_seconds
+            )
+            if in_flight or failed_for_now:
+                return self.answer_status(digest, status)
+        self.limiter.check(client)
+        added = self.queue.add(
+            digest, normalized.to_json(), self.settings.server.max_pending_builds
+        )
+        if added is None:
+            raise QueueFullError("Too many builds are queued right now; try again in a few minutes")
+        if added:
+            self.counters.builds_queued += 1
+            self.store.write_status(digest, bodies.queued(digest, self.queue.position(digest)))
+            if self.dispatcher is not None:
+                self.dispatcher.wake()
+        return self.answer_status(digest, self.store.status(digest) or bodies.queued(digest))
+
+    def poll(self, request_hash: str) -> Response:
+        if not is_request_hash(request_hash):
+            raise NotFoundError("Unknown request hash: it must be 64 hex digits")
+        data = self.finished.get(request_hash)
+        if data is not None:
+            return self.answer_finished(data)
+        status = self.store.status(request_hash)
+        if status is None:
+            if self.queue.get(request_hash) is not None:
+                return self.answer_status(request_hash, bodies.queued(request_hash))
+            raise NotFoundError(f"Unknown request hash: {request_hash}")
+        return self.answer_status(request_hash, status)
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    """One readable line from pydantic's errors (never echoing the hostile input)."""
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        if err.get("type") == "json_invalid":
+            return "The request body is not valid JSON"
+        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return "Invalid request: " + "; ".join(parts)
+
+
+def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> FastAPI:
+    """The ASGI app. ``dispatcher`` (the local pool or GitHub) is started with the app."""
+    settings.public_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    service = Service(settings, dispatcher)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if dispatcher is not None:
+            dispatcher.start()
+        yield
+        if dispatcher is not None:
+            dispatcher.stop()
+        service.queue.close()
+
+    app = FastAPI(
+        title="asu-ci",
+        version=__version__,
+        description="Attended SysUpgrade API v1 for OpenWrt: request a custom firmware "
+        "image, poll it, download it. Bodies and codes follow the upstream ASU server, "
+        "so LuCI, auc, owut and the Firmware Selector work unchanged.",
+        docs_url="/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(EdgeMiddleware, max_body=settings.server.max_body_bytes)
+
+    @app.exception_handler(AsuCiError)
+    async def _asu_error(_: Request, exc: AsuCiError) -> JSONResponse:
+        service.counters.count(str(exc.http_status))
+        headers = {"X-Imagebuilder-Status": "failed" if exc.http_status == 500 else "init"}
+        headers["X-Queue-Position"] = "0"
+        headers.update(exc.headers())
+        return JSONResponse(exc.body(), status_code=exc.http_status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        service.counters.count("400")
+        return JSONResponse({"status": 400, "detail": _validation_detail(exc)}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"status": exc.status_code, "detail": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error", exc_info=exc)
+        return JSONResponse(
+            {"status": 500, "detail": "Internal error; the operator can find it in the log"},
+            status_code=500,
+        )
+
+    @app.post(
+        "/api/v1/build",
+        summary="Request a build",
+        responses={
+            200: {"description": "Built: the full result with images"},
+            202: {"description": "Queued or building; poll the request_hash"},
+            400: {"description": "Invalid request"},
+            422: {"description": "Unknown packages (named in X-Unknown-Package)"},
+            429: {"description": "Too many new builds from this client"},
+            500: {"description": "The build failed"},
+            529: {"description": "Too many builds queued"},
+        },
+    )
+    def build(request: Request, body: Annotated[BuildRequest, Body()]) -> Response:
+        """Queue a build, or answer the state of the identical request already known."""
+        client = request.client.host if request.client else "unknown"
+        response = service.submit(body, client)
+        service.counters.count(str(response.status_code))
+        return response
+
+    @app.api_route("/api/v1/build/{request_hash}", methods=["GET", "HEAD"], summary="Poll a build")
+    def poll(request_hash: str) -> Response:
+        """The current state of a request: 200 built, 202 queued/building, 500 failed."""
+        response = service.poll(request_hash)
+        service.counters.count(str(response.status_code))
+        return response
+
+    @app.get("/api/v1/revision/{version}/{target}/{subtarget}", summary="ImageBuilder revision")
+    def revision(version: str, target: str, subtarget: str) -> dict[str, str]:
+        """The revision (``version_code``) the ImageBuilder of a target builds."""
+        if not (_SEGMENT.match(target) and _SEGMENT.match(subtarget)):
+            raise RequestError(f"Unsupported target: {target}/{subtarget}")
+        found = service.catalog.revision(version, f"{target}/{subtarget}")
+        if found is None:
+            raise RequestError(f"Unsupported version or target: {version} {target}/{subtarget}")
+        return {"revision": found}
+
+    @app.get("/api/v1/overview", summary="Overview (LuCI 2024+)")
+    @app.get("/api/overview", summary="Overview (LuCI 2021-2023)")
+    def overview() -> dict[str, Any]:
+        """Latest releases, branches and this server's limits."""
+        return service.catalog.overview()
+
+    @app.get("/api/v1/stats", summary="Queue and build figures")
+    def stats() -> dict[str, Any]:
+        counts = service.queue.counts()
+        return {
+            "queue_length": counts["queued"],
+            "builds_running": counts["running"],
+            "builds_done": counts["done"],
+            "builds_failed": counts["failed"],
+            "builds_queued_since_start": service.counters.builds_queued,
+            "finished_answers_since_start": service.counters.cache_hits,
+            "uptime_seconds": int(time.time() - service.counters.started),
+            "backend": settings.backend,
+        }
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    def metrics() -> Response:
+        counts = service.queue.counts()
+        lines = [
+            "# HELP asu_ci_queue Requests in the durable queue by state.",
+            "# TYPE asu_ci_queue gauge",
+            *(f'asu_ci_queue{{state="{state}"}} {n}' for state, n in sorted(counts.items())),
+            "# HELP asu_ci_responses_total API answers by HTTP status.",
+            "# TYPE asu_ci_responses_total counter",
+            *(
+                f'asu_ci_responses_total{{code="{code}"}} {n}'
+                for code, n in sorted(service.counters.requests.items())
+            ),
+            "# HELP asu_ci_builds_queued_total New builds queued since start.",
+            "# TYPE asu_ci_builds_queued_total counter",
+            f"asu_ci_builds_queued_total {service.counters.builds_queued}",
+        ]
+        return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+    @app.get("/ui/", include_in_schema=False)
+    def ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="asu-ci API")
+
+    app.mount("/", StaticFiles(directory=settings.public_dir, html=True), name="public")
+    return app

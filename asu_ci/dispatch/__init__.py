@@ -1,0 +1,1 @@
+"""Dispatching accepted requests to builders: a local pool or GitHub Actions."""

@@ -1,0 +1,1 @@
+"""Test stand-ins that speak the real OpenWrt formats (never part of the product)."""
