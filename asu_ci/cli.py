@@ -109,3 +109,45 @@ def _top(
 def main() -> None:
     """Entry point of the console script."""
     app()
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    upstream: UpstreamOpt = None,
+    public: PublicOpt = None,
+    data: DataOpt = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Builds run at once by the local backend.")
+    ] = None,
+) -> None:
+    """Start the endpoint, the build workers and the static tree on one address.
+
+    On first start with no index it renders one from the upstream server.
+    Clients use http://HOST:PORT/ as their ASU server URL.
+    """
+    import uvicorn
+
+    from asu_ci.api.app import create_app
+    from asu_ci.index.catalog import Catalog
+
+    settings = ctx.obj.settings(
+        upstream=upstream, public=public, data=data, host=host, port=port, workers=workers
+    )
+    if not Catalog(settings.public_dir).rendered():
+        typer.echo(f"no index in {settings.public_dir} yet: rendering it first", err=True)
+        ctx.invoke(render, ctx=ctx, upstream=upstream, public=public, data=data)
+    typer.echo(
+        f"asu-ci {__version__} serving {settings.public_dir} on http://{settings.host}:"
+        f"{settings.port}/ ({settings.backend} backend, {settings.worker_count} worker(s))",
+        err=True,
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+    )

@@ -29,9 +29,11 @@ from asu_ci import __version__
 from asu_ci.api.middleware import EdgeMiddleware
 from asu_ci.config import Settings
 from asu_ci.dispatch.base import Dispatcher
+from asu_ci.dispatch.local import LocalPool
 from asu_ci.dispatch.queue import Queue
 from asu_ci.errors import (
     AsuCiError,
+    ConfigError,
     NotFoundError,
     QueueFullError,
     RateLimitedError,
@@ -120,7 +122,7 @@ class Finished:
 class Service:
     """Everything a request handler needs, created once per app."""
 
-    def __init__(self, settings: Settings, dispatcher: Dispatcher | None) -> None:
+    def __init__(self, settings: Settings, dispatch: bool) -> None:
         self.settings = settings
         self.catalog = Catalog(settings.public_dir)
         self.store = LocalStore(settings.public_dir / "store")
@@ -128,7 +130,7 @@ class Service:
         self.finished = Finished(self.store)
         self.limiter = RateLimiter(settings.server.rate_limit_per_minute)
         self.counters = Counters()
-        self.dispatcher = dispatcher
+        self.dispatcher = make_dispatcher(settings, self.queue, self.store) if dispatch else None
 
     # -- answers -------------------------------------------------------------
 
@@ -216,11 +218,19 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "Invalid request: " + "; ".join(parts)
 
 
-def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> FastAPI:
-    """The ASGI app. ``dispatcher`` (the local pool or GitHub) is started with the app."""
+def make_dispatcher(settings: Settings, queue: Queue, store: LocalStore) -> Dispatcher:
+    """The backend the configuration names."""
+    if settings.backend == "github":
+        raise ConfigError("backend 'github' is not available in this version; use 'local'")
+    return LocalPool(settings, queue, store)
+
+
+def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
+    """The ASGI app. With ``dispatch`` its backend starts and stops with the app."""
     settings.public_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    service = Service(settings, dispatcher)
+    service = Service(settings, dispatch)
+    dispatcher = service.dispatcher
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -1,0 +1,1 @@
+"""The static index: rendering it from upstream and reading it back."""

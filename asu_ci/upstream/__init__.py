@@ -1,0 +1,1 @@
+"""Reading the upstream download server: files, its metadata and its package indexes."""
