@@ -27,7 +27,16 @@ Behaviour kept from GitHub on purpose:
 * A run's ``name`` and ``display_title`` are the workflow's ``run-name``
   rendered from the dispatch inputs (the workflow's name when it has none).
 
-The ``fake_github`` pytest fixture starts one per test on an ephemeral port.
+The ``fake_github`` pytest fixture starts one per test on an ephemeral port::
+
+    def test_dispatch(fake_github):
+        fake_github.on_dispatch = lambda run: fake_github.publish_release(
+            f"build-{run.inputs['hash']}", {"sysupgrade.bin": b"..."}
+        )
+        gh = fake_github.client()  # or github.Github(base_url=fake_github.base_url, ...)
+        wf = gh.get_repo(fake_github.repo_full_name).get_workflow("build.yml")
+        run = wf.create_dispatch("main", {"hash": h}, throw=True, return_run_details=True)
+        fake_github.complete_run(run.id, "success")
 """
 
 from __future__ import annotations
@@ -391,6 +400,7 @@ def created_matches(expr: str, created: datetime) -> bool:
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # socketserver's 5 drops SYNs of concurrent clients (1 s stalls)
 
     def __init__(self, fake: FakeGitHub) -> None:
         self.fake = fake
@@ -404,10 +414,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "GitHub.com"
     sys_version = ""
     timeout = 30
+    wbufsize = 64 * 1024  # headers and body leave in one segment (no Nagle/delayed-ACK stall)
     server: _Server
 
     def setup(self) -> None:
         super().setup()
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.server.connections_lock:
             self.server.open_connections.add(self.connection)
 
@@ -641,7 +654,7 @@ class FakeGitHub:
         )
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.02},
             name="fakegithub-server",
             daemon=True,
         )
@@ -1018,6 +1031,11 @@ class FakeGitHub:
             rel = self._releases[release_id]
             return [dataclasses.replace(self._assets[a]) for a in rel.asset_ids]
 
+    def _add_error(self, text: str) -> None:
+        with self._cond:
+            if len(self._errors) < 100:
+                self._errors.append(text)
+
     @property
     def errors(self) -> list[str]:
         """Tracebacks of exceptions in hooks and in the fake itself."""
@@ -1049,7 +1067,7 @@ class FakeGitHub:
         with self._cond:
             self._futures = [f for f in self._futures if not f.done()]
             if not_done:
-                self._errors.append(
+                self._add_error(
                     f"{len(not_done)} on_dispatch hook(s) still running after {timeout}s"
                 )
         return not not_done
@@ -1314,10 +1332,9 @@ class FakeGitHub:
             try:
                 hook(self._copy_run(run))
             except BaseException:
-                with self._cond:
-                    self._errors.append(
-                        f"on_dispatch hook failed for run {run.id}:\n{traceback.format_exc()}"
-                    )
+                self._add_error(
+                    f"on_dispatch hook failed for run {run.id}:\n{traceback.format_exc()}"
+                )
 
         if self.dispatch_hook_mode == "inline":
             return [call]
@@ -1427,8 +1444,7 @@ class FakeGitHub:
         try:
             response = self._route(method, path, query, split.query, headers, body)
         except Exception:
-            with self._cond:
-                self._errors.append(f"{method} {target}:\n{traceback.format_exc()}")
+            self._add_error(f"{method} {target}:\n{traceback.format_exc()}")
             response = self._error(500, "FakeGitHub internal error")
         response.headers.setdefault("X-GitHub-Request-Id", request_id)
         with self._cond:
@@ -1497,7 +1513,8 @@ class FakeGitHub:
             return self._json(rule.status, rule.body, rate | rule.headers)
 
         try:
-            response = getattr(self, "_h_" + name)(ctx)
+            handler: Callable[[_Ctx], _Response] = getattr(self, "_h_" + name)
+            response = handler(ctx)
         except _HttpError as exc:
             response = exc.response
         for key, value in rate.items():
