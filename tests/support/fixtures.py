@@ -1,0 +1,92 @@
+"""pytest fixtures for the local upstream mirror and the test ImageBuilder.
+
+Load with ``pytest_plugins = ["tests.support.fixtures"]`` (in the root
+``conftest.py`` or a test module). Fixtures:
+
+``upstream_mirror`` (session)
+    a :class:`~tests.support.mirror.MirrorServer` on 127.0.0.1 serving
+    ``ath79/generic`` of 23.05.4 (9000 ``mips_24kc`` packages, signed feeds,
+    an ``.tar.xz`` ImageBuilder, ``sha256sums`` + ``.sig``) over the real
+    upstream fixtures. ``.url``, ``.root``, ``.info``, ``.requests``,
+    ``.downloads``, ``.log``, ``.fail_next()``, ``.delay_next()``,
+    ``.corrupt_next()``, ``.reset()``.
+``upstream_mirror_clean`` (function)
+    the same server with counters and faults reset before and after the test.
+``mirror_factory`` (function)
+    ``mirror_factory(**build_mirror_kwargs) -> MirrorServer``: build and serve
+    another mirror (other targets, ``.tar.zst``, unsigned, ...); stopped at
+    teardown.
+``unpacked_imagebuilder`` (session)
+    the session mirror's ImageBuilder unpacked once (a folder to run ``make`` in;
+    do not change it).
+``usign_keypair`` (session)
+    ``(SecretKey, public_key_text)`` of a fresh usign key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.imagebuilder import unpack_imagebuilder
+from tests.support.mirror import MirrorServer, build_mirror, serve
+from tests.support.usign import SecretKey, generate_keypair
+
+
+@pytest.fixture(scope="session")
+def upstream_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MirrorServer]:
+    """The session's local download server with ath79/generic built."""
+    info = build_mirror(tmp_path_factory.mktemp("upstream"))
+    server = serve(info)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def upstream_mirror_clean(upstream_mirror: MirrorServer) -> Iterator[MirrorServer]:
+    """:func:`upstream_mirror` with counters and faults reset around the test."""
+    upstream_mirror.reset()
+    try:
+        yield upstream_mirror
+    finally:
+        upstream_mirror.reset()
+
+
+@pytest.fixture
+def mirror_factory(tmp_path: Path) -> Iterator[Callable[..., MirrorServer]]:
+    """Build and serve extra mirrors: ``mirror_factory(targets=..., compression="zst")``."""
+    servers: list[MirrorServer] = []
+
+    def make(**kwargs: Any) -> MirrorServer:
+        info = build_mirror(tmp_path / f"mirror{len(servers)}", **kwargs)
+        server = serve(info)
+        servers.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def unpacked_imagebuilder(
+    upstream_mirror: MirrorServer, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The session mirror's ImageBuilder archive, unpacked once."""
+    assert upstream_mirror.info is not None
+    archive = upstream_mirror.info.archive_path
+    assert archive is not None
+    return unpack_imagebuilder(archive, tmp_path_factory.mktemp("imagebuilder"))
+
+
+@pytest.fixture(scope="session")
+def usign_keypair() -> tuple[SecretKey, str]:
+    """A usign key pair (secret key object, public key file text)."""
+    return generate_keypair()

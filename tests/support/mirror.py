@@ -1,0 +1,726 @@
+"""A local OpenWrt download server on 127.0.0.1 for tests.
+
+Two parts:
+
+* :func:`build_mirror` writes generated files in the real download-server
+  layout into a fresh folder: opkg package feeds, ImageBuilder archives,
+  ``sha256sums`` and its usign signature ``sha256sums.sig``;
+* :class:`MirrorServer` serves an OVERLAY of folders over real HTTP
+  (``http.server.ThreadingHTTPServer`` in a background thread): the generated
+  folder first, then the read-only real metadata in
+  ``../shared/fixtures/upstream`` (never copied, never written). It answers
+  ``ETag``/``Last-Modified`` with 304 to ``If-None-Match``/``If-Modified-Since``,
+  always sends ``Content-Length``, supports HEAD, refuses ``..``, counts the
+  requests per path and injects faults (status codes, delays, corrupt bodies).
+
+Layout written for each (version, target), ``<v>`` = ``releases/23.05.4``::
+
+    <v>/targets/<t>/<s>/packages/Packages{,.gz,.sig}        kernel + kmods ("core")
+    <v>/packages/<arch>/{base,luci,packages,routing,telephony}/Packages{,.gz,.sig}
+    <v>/targets/<t>/<s>/openwrt-imagebuilder-<v>-<t>-<s>.Linux-x86_64.tar.xz
+    <v>/targets/<t>/<s>/sha256sums, sha256sums.sig
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import fnmatch
+import hashlib
+import html
+import io
+import json
+import mimetypes
+import os
+import shutil
+import sys
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from tests.support.imagebuilder import (
+    UPSTREAM_FIXTURES,
+    imagebuilder_filename,
+    load_profiles,
+    make_imagebuilder,
+    required_packages,
+    version_path,
+)
+from tests.support.packages import (
+    CORE,
+    FEEDS,
+    PackageRecord,
+    format_packages,
+    package_records,
+    split_feeds,
+    write_apk_index,
+    write_packages,
+)
+from tests.support.usign import SecretKey, generate_keypair, sign
+
+DEFAULT_TARGETS: tuple[tuple[str, str], ...] = (("23.05.4", "ath79/generic"),)
+
+
+def sha256_file(path: Path) -> str:
+    """The hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- building
+
+
+@dataclass
+class TargetInfo:
+    """What the mirror publishes for one (version, target)."""
+
+    version: str
+    target: str
+    arch: str
+    revision: str
+    profiles: dict[str, Any]
+    dir: Path
+    """``<root>/releases/<v>/targets/<t>/<s>`` in the generated overlay folder."""
+    archive_path: Path | None = None
+    archive_sha256: str | None = None
+    packages: list[PackageRecord] = field(default_factory=list)
+    """Every package the target's feeds publish (core + arch feeds); the IB resolves them."""
+
+    @property
+    def rel(self) -> str:
+        """``releases/<v>/targets/<t>/<s>`` (URL path without leading slash)."""
+        return f"{version_path(self.version)}/targets/{self.target}"
+
+    @property
+    def archive_name(self) -> str | None:
+        return self.archive_path.name if self.archive_path else None
+
+    @property
+    def archive_rel(self) -> str | None:
+        """URL path of the ImageBuilder archive (without leading slash)."""
+        return f"{self.rel}/{self.archive_path.name}" if self.archive_path else None
+
+    @property
+    def feed_rels(self) -> dict[str, str]:
+        """URL paths (no leading slash) of the feeds: ``core`` and :data:`FEEDS`."""
+        base = version_path(self.version)
+        rels = {CORE: f"{self.rel}/packages"}
+        rels.update({feed: f"{base}/packages/{self.arch}/{feed}" for feed in FEEDS})
+        return rels
+
+
+@dataclass
+class MirrorInfo:
+    """Everything :func:`build_mirror` wrote, for assertions in tests."""
+
+    root: Path
+    """The generated overlay folder (writable; tests may add or change files)."""
+    roots: tuple[Path, ...]
+    """``(root, fixtures)``: the folders a :class:`MirrorServer` serves, in order."""
+    secret_key: SecretKey | None
+    public_key: str | None
+    targets: dict[tuple[str, str], TargetInfo] = field(default_factory=dict)
+
+    @property
+    def keynum(self) -> str | None:
+        return self.secret_key.keynum_hex if self.secret_key else None
+
+    @property
+    def first(self) -> TargetInfo:
+        """The first target built (``ath79/generic`` by default)."""
+        return next(iter(self.targets.values()))
+
+    @property
+    def arch(self) -> str:
+        return self.first.arch
+
+    @property
+    def archive_path(self) -> Path | None:
+        return self.first.archive_path
+
+    @property
+    def archive_sha256(self) -> str | None:
+        return self.first.archive_sha256
+
+    @property
+    def archive_name(self) -> str | None:
+        return self.first.archive_name
+
+    def target(self, version: str, target: str) -> TargetInfo:
+        return self.targets[(version, target)]
+
+
+def _fake_sha(name: str) -> str:
+    return hashlib.sha256(f"asu-ci-test:{name}".encode()).hexdigest()
+
+
+def _sign_file(secret: SecretKey | None, path: Path) -> None:
+    if secret is not None:
+        path.with_name(path.name + ".sig").write_text(sign(secret, path.read_bytes()))
+
+
+def write_sha256sums(info: MirrorInfo, target: TargetInfo) -> Path:
+    """(Re)write ``sha256sums`` (+ ``.sig``) of a target folder in the real format.
+
+    Lists the ImageBuilder archive (if any) and real-looking other lines: a few
+    images with their real upstream hashes, the SDK, toolchain, manifest,
+    ``profiles.json`` and the ``*.buildinfo`` files.
+    """
+    board = target.target.replace("/", "-")
+    v = target.version
+    entries: dict[str, str] = {}
+    for profile in list(target.profiles.get("profiles", {}).values())[:3]:
+        for image in profile.get("images", []):
+            entries[image["name"]] = image["sha256"]
+    for name in (
+        f"openwrt-{v}-{board}.manifest",
+        f"openwrt-sdk-{v}-{board}_gcc-12.3.0_musl.Linux-x86_64.tar.xz",
+        f"openwrt-toolchain-{v}-{board}_gcc-12.3.0_musl.Linux-x86_64.tar.xz",
+        "config.buildinfo",
+        "feeds.buildinfo",
+        "version.buildinfo",
+    ):
+        entries[name] = _fake_sha(f"{v}/{board}/{name}")
+    fixture_profiles = UPSTREAM_FIXTURES / target.rel / "profiles.json"
+    if fixture_profiles.is_file():
+        entries["profiles.json"] = sha256_file(fixture_profiles)
+    if target.archive_path is not None and target.archive_sha256 is not None:
+        entries[target.archive_path.name] = target.archive_sha256
+    path = target.dir / "sha256sums"
+    path.write_text("".join(f"{entries[name]} *{name}\n" for name in sorted(entries)))
+    _sign_file(info.secret_key, path)
+    return path
+
+
+def _write_feed(info: MirrorInfo, directory: Path, records: Iterable[PackageRecord]) -> None:
+    plain, _ = write_packages(directory, format_packages(records))
+    _sign_file(info.secret_key, plain)
+
+
+def add_target(
+    info: MirrorInfo,
+    version: str,
+    target: str,
+    *,
+    package_count: int = 9000,
+    with_imagebuilder: bool = True,
+    compression: str = "xz",
+    seed: int = 0,
+    max_image_size: int = 65536,
+    bytes_per_package: int = 256,
+    profiles: Mapping[str, Any] | None = None,
+) -> TargetInfo:
+    """Publish one (version, target): its feeds, ImageBuilder and ``sha256sums``.
+
+    The arch feeds are (re)written for the target's architecture; several
+    targets of one architecture share them (the same generated universe, which
+    covers the device packages of all of them).
+    """
+    document = dict(profiles) if profiles is not None else load_profiles(version, target)
+    arch = str(document["arch_packages"])
+    revision = str(document.get("version_code") or "r24012-d8dd03c46f")
+    required = set(required_packages(document))
+    for (other_version, _), other in info.targets.items():
+        if other_version == version and other.arch == arch:
+            required.update(required_packages(other.profiles))
+    records = package_records(arch, package_count, seed, revision=revision, required=required)
+    feeds = split_feeds(records)
+    base = info.root / version_path(version)
+    for feed in FEEDS:
+        _write_feed(info, base / "packages" / arch / feed, feeds[feed])
+    target_dir = base / "targets" / target
+    _write_feed(info, target_dir / "packages", feeds[CORE])
+    entry = TargetInfo(version, target, arch, revision, document, target_dir, packages=records)
+    for (other_version, _), other in info.targets.items():
+        if other_version == version and other.arch == arch:
+            other.packages = records
+    if with_imagebuilder:
+        keys = [info.public_key] if info.public_key else []
+        archive = make_imagebuilder(
+            target_dir,
+            version=version,
+            target=target,
+            revision=revision,
+            profiles=document,
+            packages_stanzas=format_packages(records),
+            compression=compression,
+            max_image_size=max_image_size,
+            bytes_per_package=bytes_per_package,
+            keys=keys,
+        )
+        entry.archive_path = archive
+        entry.archive_sha256 = sha256_file(archive)
+    info.targets[(version, target)] = entry
+    write_sha256sums(info, entry)
+    return entry
+
+
+def build_mirror(
+    tmp_path: Path,
+    *,
+    targets: Sequence[tuple[str, str]] = DEFAULT_TARGETS,
+    package_count: int = 9000,
+    with_imagebuilder: bool = True,
+    compression: str = "xz",
+    sign: bool = True,
+    seed: int = 0,
+    max_image_size: int = 65536,
+    bytes_per_package: int = 256,
+    fixtures: Path | None = None,
+) -> MirrorInfo:
+    """Write a mirror for ``targets`` under ``tmp_path/overlay`` and describe it.
+
+    ``package_count`` is the size of each architecture's package universe (the
+    default gives a ``mips_24kc`` with thousands of packages, like the real
+    one). ``sign`` makes a usign key pair, signs every ``Packages`` and
+    ``sha256sums`` and puts the public key into the ImageBuilder's ``keys/``.
+    """
+    root = Path(tmp_path) / "overlay"
+    root.mkdir(parents=True, exist_ok=True)
+    secret, public = generate_keypair(b"asu-ci-test-mirror") if sign else (None, None)
+    info = MirrorInfo(
+        root=root,
+        roots=(root, fixtures or UPSTREAM_FIXTURES),
+        secret_key=secret,
+        public_key=public,
+    )
+    for version, target in targets:
+        add_target(
+            info,
+            version,
+            target,
+            package_count=package_count,
+            with_imagebuilder=with_imagebuilder,
+            compression=compression,
+            seed=seed,
+            max_image_size=max_image_size,
+            bytes_per_package=bytes_per_package,
+        )
+    return info
+
+
+def publish_imagebuilder(info: MirrorInfo, version: str, target: str, archive: Path) -> Path:
+    """Put ``archive`` (e.g. a hostile one) in place of the target's ImageBuilder.
+
+    The file is copied into the target folder under its own name and
+    ``sha256sums`` (+ signature) are rewritten to list it, so only the archive's
+    content, not its checksum, is wrong.
+    """
+    entry = info.targets[(version, target)]
+    dest = entry.dir / archive.name
+    if archive.resolve() != dest.resolve():
+        shutil.copyfile(archive, dest)
+    if entry.archive_path is not None and entry.archive_path != dest:
+        entry.archive_path.unlink(missing_ok=True)
+    entry.archive_path = dest
+    entry.archive_sha256 = sha256_file(dest)
+    write_sha256sums(info, entry)
+    return dest
+
+
+def add_apk_index(
+    info: MirrorInfo,
+    rel_dir: str,
+    arch: str,
+    packages: Mapping[str, str],
+) -> Path:
+    """Write an apk ``index.json`` into ``<root>/<rel_dir>/`` (e.g.
+    ``releases/25.12.0/packages/aarch64_generic/base`` or
+    ``snapshots/targets/x86/64/packages``) and return its path."""
+    return write_apk_index(info.root / rel_dir.strip("/"), arch, packages)
+
+
+def link_tree(info: MirrorInfo, dest: Path) -> Path:
+    """Make ``dest`` a single folder view of the overlay (for ``--upstream DIR``).
+
+    Every file becomes a symlink to the file that the server would serve (the
+    generated one wins over the fixture); nothing is copied.
+    """
+    for root in reversed(info.roots):
+        for dirpath, _dirs, files in os.walk(root):
+            rel = Path(dirpath).relative_to(root)
+            (dest / rel).mkdir(parents=True, exist_ok=True)
+            for name in files:
+                link = dest / rel / name
+                if link.is_symlink() or link.exists():
+                    link.unlink()
+                link.symlink_to(Path(dirpath) / name)
+    return dest
+
+
+# --------------------------------------------------------------------------- serving
+
+
+@dataclass
+class _Fault:
+    pattern: str
+    remaining: int
+    status: int | None = None
+    delay: float = 0.0
+    corrupt: bool = False
+
+
+def normalise_path(path: str) -> str:
+    """Turn a request path (or URL) into ``/a/b/c``; raise ValueError on ``..``.
+
+    Percent-escapes are decoded, the query is dropped, doubled slashes and
+    ``.`` segments collapse (``snapshots//targets`` resolves like upstream). A
+    trailing slash is kept.
+    """
+    parsed = urllib.parse.urlsplit(path)
+    raw = urllib.parse.unquote(parsed.path)
+    if "\0" in raw or "\\" in raw:
+        raise ValueError("bad character in path")
+    segments = [s for s in raw.split("/") if s not in {"", "."}]
+    if ".." in segments:
+        raise ValueError("'..' in path")
+    text = "/" + "/".join(segments)
+    if raw.endswith("/") and segments:
+        text += "/"
+    return text
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    mirror: MirrorServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay quiet when a client hangs up mid-answer (timeouts, aborted downloads)."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    server_version = "asu-ci-test-mirror/1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def do_GET(self) -> None:
+        self._serve(head=False)
+
+    def do_HEAD(self) -> None:
+        self._serve(head=True)
+
+    def _not_allowed(self) -> None:
+        self.server.mirror.record(self.command, self.path, HTTPStatus.METHOD_NOT_ALLOWED)
+        self._plain(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed\n", head=False)
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed
+
+    def _plain(self, status: int, text: str, *, head: bool, ctype: str = "text/plain") -> None:
+        body = text.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", f"{ctype}; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _serve(self, *, head: bool) -> None:
+        mirror = self.server.mirror
+        try:
+            path = normalise_path(self.path)
+        except ValueError:
+            mirror.record(self.command, self.path, HTTPStatus.BAD_REQUEST)
+            self._plain(HTTPStatus.BAD_REQUEST, "bad path\n", head=head)
+            return
+        fault = mirror.take_fault(path)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        if fault is not None and fault.status:
+            mirror.record(self.command, path, fault.status)
+            self._plain(fault.status, f"injected fault {fault.status}\n", head=head)
+            return
+        found = mirror.lookup(path)
+        if found is None:
+            mirror.record(self.command, path, HTTPStatus.NOT_FOUND)
+            self._plain(HTTPStatus.NOT_FOUND, "404 Not Found\n", head=head)
+            return
+        if isinstance(found, list):
+            mirror.record(self.command, path, HTTPStatus.OK)
+            self._plain(HTTPStatus.OK, _listing(path, found), head=head, ctype="text/html")
+            return
+        self._send_file(found, path, head=head, corrupt=fault is not None and fault.corrupt)
+
+    def _send_file(self, file: Path, path: str, *, head: bool, corrupt: bool) -> None:
+        mirror = self.server.mirror
+        stat = file.stat()
+        etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+        modified = int(stat.st_mtime)
+        if _not_modified(
+            self.headers.get("If-None-Match"), self.headers.get("If-Modified-Since"), etag, modified
+        ):
+            mirror.record(self.command, path, HTTPStatus.NOT_MODIFIED)
+            self.send_response(HTTPStatus.NOT_MODIFIED)
+            self.send_header("ETag", etag)
+            self.send_header("Last-Modified", email.utils.formatdate(modified, usegmt=True))
+            self.end_headers()
+            return
+        mirror.record(self.command, path, HTTPStatus.OK, download=not head)
+        ctype = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        if file.name.endswith((".sig", "sha256sums", "Packages", ".buildinfo", ".manifest")):
+            ctype = "text/plain"
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(stat.st_size))
+        self.send_header("ETag", etag)
+        self.send_header("Last-Modified", email.utils.formatdate(modified, usegmt=True))
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.end_headers()
+        if head:
+            return
+        with file.open("rb") as handle:
+            if corrupt:
+                data = bytearray(handle.read())
+                if data:
+                    data[len(data) // 2] ^= 0xFF
+                shutil.copyfileobj(io.BytesIO(bytes(data)), self.wfile)
+            else:
+                shutil.copyfileobj(handle, self.wfile)
+
+
+def _not_modified(
+    if_none_match: str | None, if_modified_since: str | None, etag: str, modified: int
+) -> bool:
+    if if_none_match is not None:
+        tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+        return "*" in tags or etag in tags
+    if if_modified_since:
+        try:
+            since = email.utils.parsedate_to_datetime(if_modified_since)
+        except (TypeError, ValueError):
+            return False
+        return modified <= since.timestamp()
+    return False
+
+
+def _listing(path: str, names: list[str]) -> str:
+    title = html.escape(path if path.endswith("/") else path + "/")
+    rows = "".join(
+        f'<a href="{urllib.parse.quote(n)}">{html.escape(n)}</a>\n' for n in ["../", *names]
+    )
+    return (
+        f"<html><head><title>Index of {title}</title></head><body><h1>Index of {title}</h1>"
+        f"<hr><pre>{rows}</pre><hr></body></html>\n"
+    )
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request the mirror answered."""
+
+    method: str
+    path: str
+    status: int
+
+
+class MirrorServer:
+    """An HTTP server on 127.0.0.1 serving an overlay of folders.
+
+    Use as a context manager or call :meth:`start`/:meth:`stop`. Attributes:
+    ``url`` (``http://127.0.0.1:<port>``, no trailing slash), ``roots``,
+    ``root`` (the first, writable one), ``info`` (the :class:`MirrorInfo`,
+    if built with :func:`build_mirror`), ``requests`` (Counter of every
+    request per normalised path, any method and status), ``downloads``
+    (Counter of GETs answered 200 with a body), ``log`` (list of
+    :class:`RequestRecord`).
+    """
+
+    def __init__(self, roots: Sequence[Path], *, info: MirrorInfo | None = None) -> None:
+        self.roots = tuple(Path(r) for r in roots)
+        self.info = info
+        self.requests: Counter[str] = Counter()
+        self.downloads: Counter[str] = Counter()
+        self.log: list[RequestRecord] = []
+        self._faults: list[_Fault] = []
+        self._lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle
+
+    def start(self) -> MirrorServer:
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.mirror = self
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> MirrorServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("mirror is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def root(self) -> Path:
+        return self.roots[0]
+
+    def url_for(self, path: str) -> str:
+        """Full URL of a mirror path such as ``releases/23.05.4/.targets.json``."""
+        return self.url + "/" + path.lstrip("/")
+
+    # -- bookkeeping
+
+    def record(self, method: str, path: str, status: int, *, download: bool = False) -> None:
+        with self._lock:
+            self.requests[path] += 1
+            if download:
+                self.downloads[path] += 1
+            self.log.append(RequestRecord(method, path, int(status)))
+
+    def count(self, path: str) -> int:
+        """Requests seen for a path (any method/status); ``path`` may be a URL."""
+        with self._lock:
+            return self.requests[normalise_path(path)]
+
+    def downloads_of(self, path: str) -> int:
+        """GET requests answered 200 with the full body for a path."""
+        with self._lock:
+            return self.downloads[normalise_path(path)]
+
+    def reset(self) -> None:
+        """Forget counters, the log and every pending fault."""
+        with self._lock:
+            self.requests.clear()
+            self.downloads.clear()
+            self.log.clear()
+            self._faults.clear()
+
+    # -- faults
+
+    def _add_fault(self, fault: _Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+
+    @staticmethod
+    def _pattern(path: str) -> str:
+        return path if path == "*" else normalise_path(path)
+
+    def fail_next(self, path: str, times: int = 1, status: int = 500) -> None:
+        """Answer the next ``times`` requests of ``path`` with ``status``.
+
+        ``path`` may be a glob (``/releases/*``) or ``*`` for every path.
+        """
+        self._add_fault(_Fault(self._pattern(path), times, status=status))
+
+    def delay_next(self, path: str, seconds: float, times: int = 1) -> None:
+        """Hold the next ``times`` answers for ``path`` back by ``seconds``."""
+        self._add_fault(_Fault(self._pattern(path), times, delay=seconds))
+
+    def corrupt_next(self, path: str, times: int = 1) -> None:
+        """Flip one byte in the body of the next ``times`` downloads of ``path``."""
+        self._add_fault(_Fault(self._pattern(path), times, corrupt=True))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def take_fault(self, path: str) -> _Fault | None:
+        """Consume the first pending fault matching ``path`` (used by the handler)."""
+        with self._lock:
+            for fault in self._faults:
+                if fnmatch.fnmatchcase(path, fault.pattern):
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    # -- files
+
+    def lookup(self, path: str) -> Path | list[str] | None:
+        """The file for ``path`` (first root wins), a merged listing for a folder, or None."""
+        segments = [s for s in path.split("/") if s]
+        listing: set[str] = set()
+        is_dir = False
+        for root in self.roots:
+            base = root.resolve()
+            candidate = root.joinpath(*segments)
+            with contextlib.suppress(OSError):
+                resolved = candidate.resolve()
+                if not resolved.is_relative_to(base):
+                    continue
+                if resolved.is_file() and not is_dir:
+                    return resolved
+                if resolved.is_dir():
+                    is_dir = True
+                    listing.update(
+                        child.name + ("/" if child.is_dir() else "") for child in resolved.iterdir()
+                    )
+        return sorted(listing) if is_dir else None
+
+
+def serve(info: MirrorInfo) -> MirrorServer:
+    """Start a :class:`MirrorServer` for a built mirror (call ``stop()`` when done)."""
+    return MirrorServer(info.roots, info=info).start()
+
+
+def json_of(server: MirrorServer, path: str) -> Any:
+    """Read a JSON file straight from the served overlay (no HTTP request)."""
+    found = server.lookup(normalise_path(path))
+    if not isinstance(found, Path):
+        raise FileNotFoundError(path)
+    return json.loads(found.read_text(encoding="utf-8"))
+
+
+__all__ = [
+    "DEFAULT_TARGETS",
+    "MirrorInfo",
+    "MirrorServer",
+    "RequestRecord",
+    "TargetInfo",
+    "add_apk_index",
+    "add_target",
+    "build_mirror",
+    "imagebuilder_filename",
+    "link_tree",
+    "normalise_path",
+    "publish_imagebuilder",
+    "serve",
+    "sha256_file",
+    "write_sha256sums",
+]
