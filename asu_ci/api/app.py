@@ -303,12 +303,17 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
         service.counters.count(str(response.status_code))
         return response
 
-    @app.api_route("/api/v1/build/{request_hash}", methods=["GET", "HEAD"], summary="Poll a build")
+    @app.get("/api/v1/build/{request_hash}", summary="Poll a build")
     def poll(request_hash: str) -> Response:
         """The current state of a request: 200 built, 202 queued/building, 500 failed."""
         response = service.poll(request_hash)
         service.counters.count(str(response.status_code))
         return response
+
+    @app.head("/api/v1/build/{request_hash}", summary="Poll a build (headers only)")
+    def poll_head(request_hash: str) -> Response:
+        """Like GET, for clients that read only ``X-Imagebuilder-Status`` (owut)."""
+        return poll(request_hash)
 
     @app.get("/api/v1/revision/{version}/{target}/{subtarget}", summary="ImageBuilder revision")
     def revision(version: str, target: str, subtarget: str) -> dict[str, str]:
@@ -321,10 +326,14 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
         return {"revision": found}
 
     @app.get("/api/v1/overview", summary="Overview (LuCI 2024+)")
-    @app.get("/api/overview", summary="Overview (LuCI 2021-2023)")
     def overview() -> dict[str, Any]:
         """Latest releases, branches and this server's limits."""
         return service.catalog.overview()
+
+    @app.get("/api/overview", summary="Overview (LuCI 2021-2023)")
+    def overview_old() -> dict[str, Any]:
+        """The same as ``/api/v1/overview``."""
+        return overview()
 
     @app.get("/api/v1/stats", summary="Queue and build figures")
     def stats() -> dict[str, Any]:

@@ -55,8 +55,7 @@ class Queue:
         self.path = path
         self._local = threading.local()
         self._wake = threading.Condition()
-        with self._tx() as db:
-            db.executescript(SCHEMA)
+        self._db().executescript(SCHEMA)
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
