@@ -8,7 +8,10 @@ stderr and its exit code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -109,6 +112,52 @@ def _top(
 def main() -> None:
     """Entry point of the console script."""
     app()
+
+
+@app.command()
+def render(
+    ctx: typer.Context,
+    upstream: UpstreamOpt = None,
+    public: PublicOpt = None,
+    data: DataOpt = None,
+) -> None:
+    """Render the static index from the upstream download server.
+
+    Writes json/v1/ (what LuCI, auc and owut read) and the download-server
+    files the Firmware Selector reads. Only what changed upstream is fetched
+    and written again.
+    """
+    from asu_ci.index.render import render_tree
+
+    settings = ctx.obj.settings(upstream=upstream, public=public, data=data)
+    with _progress_bar("rendering") as on_progress:
+        summary = render_tree(settings, on_progress=on_progress)
+    typer.echo(summary.line())
+
+
+@contextlib.contextmanager
+def _progress_bar(title: str) -> Iterator[Callable[[int, int, str], None] | None]:
+    """A progress bar on stderr when it is a terminal; ``None`` (no bar) otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn(title),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("", total=None)
+
+        def update(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, description=label)
+
+        yield update
 
 
 @app.command()

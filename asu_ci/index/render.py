@@ -1,0 +1,492 @@
+"""Render the static index from upstream: ``json/v1/…`` and the download-server files.
+
+The output comes in groups, each made from its own inputs:
+
+- global: ``json/v1/overview.json``, ``branches.json``, ``latest.json`` and ``.versions.json``;
+- per version: ``<path>/.overview.json`` and ``<path>/.targets.json``;
+- per version and target: ``json/v1/<path>/targets/<t>/<s>/index.json``, one device
+  file per profile id and board name, and ``<path>/targets/<t>/<s>/profiles.json``;
+- per version and architecture: ``json/v1/<path>/packages/<arch>-index.json``.
+
+A group's fingerprint hashes its inputs (upstream digests and the settings it
+uses). The state file in the data folder keeps each group's fingerprint and
+files; a group whose fingerprint is unchanged and whose files all exist is
+skipped without parsing anything. Files no group produces any more are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from asu_ci import __version__
+from asu_ci.config import Branch, Settings
+from asu_ci.fsutil import dumps, read_json, write_bytes, write_json
+from asu_ci.upstream.metadata import (
+    FEEDS,
+    VERSIONS_FILE,
+    Release,
+    Versions,
+    feed_folder,
+    find_index,
+    is_safe_name,
+    newest_first,
+    parse_profiles,
+    profiles_relpath,
+    read_targets,
+    read_versions,
+    releases,
+    resolve_branches,
+    target_index_folder,
+)
+from asu_ci.upstream.packages import PackageIndex, parse_index
+from asu_ci.upstream.source import Fetched, Upstream, check_relpath
+
+log = logging.getLogger(__name__)
+
+#: Bump when the rendered files change for the same inputs.
+FORMAT = 1
+STATE_FILE = "render-state.json"
+#: Fetching is I/O bound: a few threads keep the connection busy on two cores.
+POOL_SIZE = 8
+
+ProgressFn = Callable[[int, int, str], None]
+#: The fields of a branch in overview.json (branches.json adds git_branch, branch_off_rev).
+_OVERVIEW_BRANCH = (
+    "name",
+    "enabled",
+    "snapshot",
+    "path",
+    "path_packages",
+    "versions",
+    "targets",
+    "package_changes",
+)
+
+
+@dataclass(frozen=True)
+class RenderSummary:
+    versions: int
+    targets: int
+    profiles: int
+    packages: int
+    files_written: int
+    files_unchanged: int
+    seconds: float
+    requests: int
+    bytes_downloaded: int
+
+    def line(self) -> str:
+        """The one line ``asu-ci render`` ends with."""
+        return (
+            f"rendered {_plural(self.versions, 'version')}, {_plural(self.targets, 'target')}, "
+            f"{_plural(self.profiles, 'profile')}, {_plural(self.packages, 'package')} "
+            f"in {self.seconds:.1f} s ({self.files_written} files written, "
+            f"{self.files_unchanged} unchanged; {_plural(self.requests, 'request')}, "
+            f"{self.bytes_downloaded / 1e6:.1f} MB downloaded)"
+        )
+
+
+@dataclass(frozen=True)
+class _Output:
+    """What a group produces: files (relative to the public tree) and what they hold."""
+
+    files: dict[str, bytes]
+    profiles: int = 0
+    packages: int = 0
+
+
+@dataclass(frozen=True)
+class _Done:
+    key: str
+    record: dict[str, Any]
+    written: int
+    unchanged: int
+
+
+def render_tree(
+    settings: Settings,
+    *,
+    upstream: Upstream | None = None,
+    on_progress: ProgressFn | None = None,
+) -> RenderSummary:
+    """Render the index of every served version into ``settings.public_dir``.
+
+    ``on_progress(done, total, label)`` is called once per target and per
+    architecture. Without ``upstream``, one is opened on ``settings.upstream``
+    with its cache in ``<data>/cache/upstream``.
+    """
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        if upstream is None:
+            cache = settings.data_dir / "cache" / "upstream"
+            upstream = stack.enter_context(Upstream(settings.upstream, cache))
+        requests, downloaded = upstream.requests, upstream.bytes_downloaded
+        renderer = _Renderer(settings, upstream)
+        done = renderer.run(on_progress)
+        target_records = [d.record for d in done if d.key.startswith("target:")]
+        return RenderSummary(
+            versions=sum(1 for d in done if d.key.startswith("version:")),
+            targets=len(target_records),
+            profiles=sum(r["profiles"] for r in target_records),
+            packages=sum(d.record["packages"] for d in done),
+            files_written=sum(d.written for d in done),
+            files_unchanged=sum(d.unchanged for d in done),
+            seconds=time.monotonic() - started,
+            requests=upstream.requests - requests,
+            bytes_downloaded=upstream.bytes_downloaded - downloaded,
+        )
+
+
+class _Renderer:
+    def __init__(self, settings: Settings, upstream: Upstream) -> None:
+        self.settings = settings
+        self.upstream = upstream
+        self.public = settings.public_dir
+        self.state_path = settings.data_dir / STATE_FILE
+        self.old: dict[str, dict[str, Any]] = {}
+
+    def run(self, on_progress: ProgressFn | None) -> list[_Done]:
+        self.old = self._load_state()
+        versions = read_versions(self.upstream)
+        branches = resolve_branches(self.settings.branches, versions)
+        done: list[_Done] = []
+        with ThreadPoolExecutor(POOL_SIZE, thread_name_prefix="render") as pool:
+            wanted = releases(branches)
+            found = list(pool.map(lambda r: read_targets(self.upstream, r.path), wanted))
+            served: dict[Release, dict[str, str]] = {}
+            for release, listed in zip(wanted, found, strict=True):
+                if listed is None:
+                    log.warning("%s: no .targets.json upstream; not serving it", release.path)
+                else:
+                    served[release] = listed
+            profiles: dict[Release, dict[str, Fetched | None]] = {r: {} for r in served}
+            units: dict[Future[tuple[_Done, Fetched | None]], tuple[Release, str, str]] = {}
+            for release, targets in served.items():
+                for target, arch in targets.items():
+                    future = pool.submit(self._target, release, target, arch)
+                    units[future] = (release, target, f"{release.version} {target}")
+                for arch in sorted(set(targets.values())):
+                    future = pool.submit(self._arch, release, arch)
+                    units[future] = (release, "", f"{release.version} {arch} packages")
+            try:
+                for count, future in enumerate(as_completed(units), 1):
+                    result, fetched = future.result()
+                    release, target, label = units[future]
+                    if target:
+                        profiles[release][target] = fetched
+                    done.append(result)
+                    if on_progress is not None:
+                        on_progress(count, len(units), label)
+            except BaseException:
+                for future in units:
+                    future.cancel()
+                raise
+        for release, targets in served.items():
+            done.append(self._version(release, targets, profiles[release]))
+        done.append(self._global(branches, versions, served))
+        self._finish(done)
+        return done
+
+    # -- the groups ------------------------------------------------------------
+
+    def _target(self, release: Release, target: str, arch: str) -> tuple[_Done, Fetched | None]:
+        key = f"target:{release.path}:{target}"
+        relpath = profiles_relpath(release.path, target)
+        profiles = self.upstream.get(relpath)
+        folder = target_index_folder(release.path, target)
+        index = find_index(self.upstream, folder, self._sources(key))
+        inputs = {
+            "path": release.path,
+            "arch": arch,
+            "profiles": profiles.digest if profiles else None,
+            "index": [index[0], index[1].digest] if index else None,
+        }
+        json_dir = f"json/v1/{release.path}/targets/{target}"
+
+        def produce() -> _Output:
+            packages = self._parse_index(index).installable() if index else {}
+            files = {f"{json_dir}/index.json": dumps({"architecture": arch, "packages": packages})}
+            if profiles is None:
+                log.warning("%s: missing upstream; no device files", relpath)
+                return _Output(files, packages=len(packages))
+            doc = parse_profiles(profiles.data, self.upstream.url(relpath))
+            files[relpath] = profiles.data
+            files.update(_device_files(doc, json_dir))
+            return _Output(files, profiles=len(doc["profiles"]), packages=len(packages))
+
+        sources = [index[0]] if index else []
+        return self._group(key, inputs, produce, sources), profiles
+
+    def _arch(self, release: Release, arch: str) -> tuple[_Done, None]:
+        key = f"arch:{release.path}:{arch}"
+        prefer = self._sources(key)
+        indexes = {}
+        for feed in FEEDS:
+            index = find_index(self.upstream, feed_folder(release.path, arch, feed), prefer)
+            if index is not None:
+                indexes[feed] = index
+        inputs = {feed: [relpath, f.digest] for feed, (relpath, f) in indexes.items()}
+
+        def produce() -> _Output:
+            if not indexes:
+                return _Output({})
+            names: dict[str, str] = {}
+            provides: dict[str, str] = {}
+            for feed in FEEDS:
+                if feed in indexes:
+                    parsed = self._parse_index(indexes[feed])
+                    names = parsed.packages | names
+                    provides = parsed.provides | provides
+            packages = PackageIndex(names, provides).installable()
+            relpath = f"json/v1/{release.path}/packages/{arch}-index.json"
+            return _Output({relpath: dumps(packages)}, packages=len(packages))
+
+        sources = [relpath for relpath, _ in indexes.values()]
+        return self._group(key, inputs, produce, sources), None
+
+    def _version(
+        self, release: Release, targets: dict[str, str], profiles: dict[str, Fetched | None]
+    ) -> _Done:
+        key = f"version:{release.path}"
+        inputs = {
+            "version": release.version,
+            "targets": targets,
+            "profiles": {t: f.digest if f else None for t, f in sorted(profiles.items())},
+        }
+
+        def produce() -> _Output:
+            entries = []
+            for target, fetched in sorted(profiles.items()):
+                if fetched is None:
+                    continue
+                where = self.upstream.url(profiles_relpath(release.path, target))
+                doc = parse_profiles(fetched.data, where)
+                for pid, profile in sorted(doc["profiles"].items()):
+                    entries.append(
+                        {"id": pid, "target": target, "titles": profile.get("titles", [])}
+                    )
+            files = {
+                f"{release.path}/.overview.json": dumps(
+                    {"release": release.version, "profiles": entries}
+                ),
+                f"{release.path}/.targets.json": dumps(targets),
+            }
+            return _Output(files)
+
+        return self._group(key, inputs, produce)
+
+    def _global(
+        self,
+        branches: Sequence[Branch],
+        versions: Versions | None,
+        served: dict[Release, dict[str, str]],
+    ) -> _Done:
+        rendered: dict[str, list[Release]] = {}
+        for release in served:
+            rendered.setdefault(release.branch.name, []).append(release)
+        entries = []
+        for branch in branches:
+            releases_ = rendered.get(branch.name, [])
+            entries.append(
+                {
+                    "name": branch.name,
+                    "enabled": branch.enabled,
+                    "snapshot": branch.snapshot,
+                    "versions": [r.version for r in releases_]
+                    if branch.enabled
+                    else list(branch.versions or []),
+                    "path": branch.path,
+                    "path_packages": branch.path_packages,
+                    "git_branch": branch.git_branch,
+                    "branch_off_rev": branch.branch_off_rev,
+                    "targets": served[releases_[0]] if releases_ else {},
+                    "package_changes": [c.model_dump(mode="json") for c in branch.package_changes],
+                }
+            )
+        latest = newest_first(
+            rs[0].version for rs in rendered.values() if not rs[0].branch.snapshot
+        )
+        server = self.settings.server
+        inputs = {
+            "branches": entries,
+            "latest": latest,
+            "upstream_versions": asdict(versions) if versions else None,
+            "upstream_url": self.settings.upstream,
+            "server": server.model_dump(mode="json"),
+        }
+
+        def produce() -> _Output:
+            overview = {
+                "latest": latest,
+                "branches": {
+                    e["name"]: {
+                        k: v for k, v in e.items() if k not in ("git_branch", "branch_off_rev")
+                    }
+                    for e in entries
+                },
+                "upstream_url": self.settings.upstream,
+                "server": {
+                    "version": __version__,
+                    "contact": server.contact,
+                    "allow_defaults": server.allow_defaults,
+                    "max_custom_rootfs_size_mb": server.max_custom_rootfs_size_mb,
+                    "max_defaults_length": server.max_defaults_length,
+                    "repository_allow_list": list(server.repository_allow_list),
+                },
+            }
+            files = {
+                "json/v1/overview.json": dumps(overview),
+                "json/v1/branches.json": dumps(entries),
+                "json/v1/latest.json": dumps({"latest": latest}),
+                VERSIONS_FILE: dumps(_versions_file(versions, served)),
+            }
+            return _Output(files)
+
+        return self._group("global:", inputs, produce)
+
+    # -- the mechanism ---------------------------------------------------------
+
+    def _group(
+        self,
+        key: str,
+        inputs: Any,
+        produce: Callable[[], _Output],
+        sources: Iterable[str] = (),
+    ) -> _Done:
+        """Skip the group when its fingerprint and files are as last time; else write it."""
+        fingerprint = hashlib.sha256(dumps([FORMAT, __version__, key, inputs])).hexdigest()
+        old = self.old.get(key)
+        if (
+            old is not None
+            and old["fingerprint"] == fingerprint
+            and all((self.public / f).is_file() for f in old["files"])
+        ):
+            return _Done(key, old, written=0, unchanged=len(old["files"]))
+        out = produce()
+        written = sum(
+            write_bytes(self.public / rel, data) for rel, data in sorted(out.files.items())
+        )
+        record = {
+            "fingerprint": fingerprint,
+            "files": sorted(out.files),
+            "profiles": out.profiles,
+            "packages": out.packages,
+            "sources": sorted(sources),
+        }
+        return _Done(key, record, written, len(out.files) - written)
+
+    def _sources(self, key: str) -> Collection[str]:
+        old = self.old.get(key)
+        return set(old["sources"]) if old else set()
+
+    def _parse_index(self, index: tuple[str, Fetched]) -> PackageIndex:
+        relpath, fetched = index
+        return parse_index(relpath.rsplit("/", 1)[-1], fetched.data, self.upstream.url(relpath))
+
+    def _finish(self, done: list[_Done]) -> None:
+        """Remove the files no group produces any more, then save the state."""
+        produced = {f for d in done for f in d.record["files"]}
+        stale = {f for record in self.old.values() for f in record["files"]} - produced
+        for relpath in sorted(stale, reverse=True):
+            path = self.public / relpath
+            path.unlink(missing_ok=True)
+            _prune(path.parent, self.public)
+        state = {
+            "format": FORMAT,
+            "public": str(self.public.absolute()),
+            "groups": {d.key: d.record for d in done},
+        }
+        write_json(self.state_path, state)
+
+    def _load_state(self) -> dict[str, dict[str, Any]]:
+        """The groups of the last render into this public tree; nothing when unreadable."""
+        try:
+            state = read_json(self.state_path)
+        except (OSError, ValueError):
+            return {}
+        if (
+            not isinstance(state, dict)
+            or state.get("format") != FORMAT
+            or state.get("public") != str(self.public.absolute())
+            or not isinstance(state.get("groups"), dict)
+        ):
+            return {}
+        return {key: rec for key, rec in state["groups"].items() if _valid_record(rec)}
+
+
+def _valid_record(record: Any) -> bool:
+    """A state record with a fingerprint, counts and only plain relative file names."""
+    try:
+        return (
+            isinstance(record["fingerprint"], str)
+            and isinstance(record["profiles"], int)
+            and isinstance(record["packages"], int)
+            and all(check_relpath(f) for f in [*record["files"], *record["sources"]])
+        )
+    except (TypeError, KeyError, ValueError):
+        return False
+
+
+def _device_files(doc: dict[str, Any], folder: str) -> dict[str, bytes]:
+    """One file per profile id and per board name (commas as ``_``).
+
+    A board name never replaces a profile id; when two profiles claim one board
+    name, the first id in sorted order keeps it. Names that are not plain
+    (and ``index``, which is the target's package index) get no file.
+    """
+    common = {k: v for k, v in doc.items() if k != "profiles"}
+    profiles: dict[str, dict[str, Any]] = doc["profiles"]
+    ids = sorted(pid for pid in profiles if _file_name_ok(pid))
+    owner = {pid: pid for pid in ids}
+    for pid in ids:
+        devices = profiles[pid].get("supported_devices")
+        for device in devices if isinstance(devices, list) else []:
+            alias = str(device).replace(",", "_")
+            if _file_name_ok(alias):
+                owner.setdefault(alias, pid)
+    bodies = {pid: dumps({**common, **profiles[pid], "id": pid}) for pid in ids}
+    return {f"{folder}/{name}.json": bodies[pid] for name, pid in owner.items()}
+
+
+def _file_name_ok(name: str) -> bool:
+    return is_safe_name(name) and name != "index"
+
+
+def _versions_file(versions: Versions | None, served: dict[Release, dict[str, str]]) -> Any:
+    """The Firmware Selector's ``.versions.json``, naming only versions served here."""
+    listed = newest_first(r.version for r in served if not r.branch.snapshot)
+
+    def pick(version: str) -> str:
+        return version if version in listed else ""
+
+    stable = pick(versions.stable_version) if versions else ""
+    if not stable and listed:
+        stable = next((v for v in listed if "-" not in v), listed[0])
+    return {
+        "versions_list": listed,
+        "stable_version": stable,
+        "oldstable_version": pick(versions.oldstable_version) if versions else "",
+        "upcoming_version": pick(versions.upcoming_version) if versions else "",
+    }
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _prune(folder: Path, top: Path) -> None:
+    """Remove ``folder`` and its parents up to ``top`` while they are empty."""
+    while folder != top and top in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent

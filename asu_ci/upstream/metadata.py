@@ -1,0 +1,241 @@
+"""The download server's layout: versions, branches, targets, profiles and package indexes.
+
+Where each file lives and what makes it valid. Names read from upstream
+(versions, targets, architectures) become paths in the static tree, so only
+:data:`SAFE_NAME` ones are used; the others are logged and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from asu_ci.config import Branch
+from asu_ci.errors import ConfigError, UpstreamError
+from asu_ci.upstream.source import Fetched, Upstream, load_json
+
+log = logging.getLogger(__name__)
+
+#: What a name read from upstream must look like to become part of a path.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+SNAPSHOT_VERSION = "SNAPSHOT"
+VERSIONS_FILE = ".versions.json"
+#: Feeds whose indexes make up ``packages/<arch>-index.json``.
+FEEDS = ("base", "luci", "packages", "routing", "telephony")
+#: Index file names, tried in this order (opkg gzip, opkg plain, apk).
+INDEX_NAMES = ("Packages.gz", "Packages", "index.json")
+
+_BRANCH_OF = re.compile(r"^(\d+\.\d+)(?:[.-]|$)")
+_VERSION_KEY = re.compile(r"^(\d+(?:\.\d+)*)(?:-rc(\d+))?")
+
+
+@dataclass(frozen=True)
+class Versions:
+    """The upstream ``.versions.json``."""
+
+    versions_list: tuple[str, ...]
+    stable_version: str = ""
+    oldstable_version: str = ""
+    upcoming_version: str = ""
+
+
+@dataclass(frozen=True)
+class Release:
+    """One version to serve: its branch and ``path`` with ``{version}`` filled in.
+
+    Equal (and hashed) by version and path, which are unique among releases.
+    """
+
+    branch: Branch = field(compare=False)
+    version: str
+    path: str
+
+
+def is_safe_name(value: object) -> bool:
+    """Whether ``value`` is a string that may become one segment of a path."""
+    return isinstance(value, str) and SAFE_NAME.fullmatch(value) is not None
+
+
+def version_key(version: str) -> tuple[int, tuple[int, ...], int, str]:
+    """Sort key, newest last: SNAPSHOT after every release, 24.10.0 after 24.10.0-rc7."""
+    if version == SNAPSHOT_VERSION:
+        return (1, (), 0, version)
+    match = _VERSION_KEY.match(version)
+    if match is None:
+        return (0, (), 0, version)
+    numbers = tuple(int(n) for n in match.group(1).split("."))
+    rc = int(match.group(2)) if match.group(2) else 1 << 30
+    return (0, numbers, rc, version)
+
+
+def newest_first(versions: Iterable[str]) -> list[str]:
+    return sorted(set(versions), key=version_key, reverse=True)
+
+
+def read_versions(upstream: Upstream) -> Versions | None:
+    """The upstream ``.versions.json``, or None when there is none."""
+    doc = upstream.get_json(VERSIONS_FILE)
+    if doc is None:
+        return None
+    versions = doc.get("versions_list") if isinstance(doc, dict) else None
+    if not isinstance(versions, list) or not all(isinstance(v, str) for v in versions):
+        raise UpstreamError(
+            f"{upstream.url(VERSIONS_FILE)}: has no versions_list of strings; point "
+            "--upstream at a download server (or mirror) in the OpenWrt layout"
+        )
+    return Versions(
+        versions_list=tuple(versions),
+        stable_version=str(doc.get("stable_version") or ""),
+        oldstable_version=str(doc.get("oldstable_version") or ""),
+        upcoming_version=str(doc.get("upcoming_version") or ""),
+    )
+
+
+def resolve_branches(
+    configured: Sequence[Branch] | None, versions: Versions | None
+) -> list[Branch]:
+    """The branches to serve, each with its versions (newest first), paths and git branch.
+
+    Without configured branches, one branch per major.minor of ``versions_list``
+    (newest first). A configured branch without ``versions`` takes every listed
+    version of its name; a snapshot branch serves ``SNAPSHOT`` from ``snapshots``.
+    """
+    if configured is None:
+        return [_complete(b, b.versions or []) for b in _derive(_listed(versions))]
+    names = [branch.name for branch in configured]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"branches: names must be unique, got {', '.join(names)}")
+    branches = []
+    for branch in configured:
+        if branch.versions is not None:
+            chosen = list(branch.versions)
+        elif branch.snapshot:
+            chosen = [SNAPSHOT_VERSION]
+        else:
+            chosen = [v for v in _listed(versions) if _branch_of(v) == branch.name]
+        for version in chosen:
+            if not is_safe_name(version):
+                raise ConfigError(
+                    f"branches: {branch.name}: version {version!r} is not a plain name"
+                )
+        branches.append(_complete(branch, chosen))
+    return branches
+
+
+def releases(branches: Iterable[Branch]) -> list[Release]:
+    """Every version of the enabled branches, with its path; paths must not collide."""
+    found: dict[str, Release] = {}
+    for branch in branches:
+        if not branch.enabled:
+            continue
+        for version in branch.versions or []:
+            path = branch.path.replace("{version}", version)
+            if path in found:
+                raise ConfigError(
+                    f"branches: {branch.name} {version} and {found[path].branch.name} "
+                    f"{found[path].version} both live in {path!r}; give each version its own path"
+                )
+            found[path] = Release(branch, version, path)
+    return list(found.values())
+
+
+def read_targets(upstream: Upstream, path: str) -> dict[str, str] | None:
+    """``<path>/.targets.json`` as ``{"t/s": arch}`` (safe names only), or None when missing."""
+    relpath = f"{path}/.targets.json"
+    fetched = upstream.get(relpath)
+    if fetched is None:
+        return None
+    doc = load_json(fetched.data, upstream.url(relpath))
+    if not isinstance(doc, dict):
+        raise UpstreamError(f"{upstream.url(relpath)}: not a {{target: arch}} mapping")
+    targets = {}
+    for target, arch in sorted(doc.items()):
+        parts = target.split("/")
+        if len(parts) == 2 and all(is_safe_name(p) for p in parts) and is_safe_name(arch):
+            targets[target] = arch
+        else:
+            log.warning("%s: skipping target %r (arch %r): not a plain name", relpath, target, arch)
+    return targets
+
+
+def profiles_relpath(path: str, target: str) -> str:
+    return f"{path}/targets/{target}/profiles.json"
+
+
+def parse_profiles(data: bytes, where: str) -> dict[str, Any]:
+    """A ``profiles.json``: a mapping whose ``profiles`` maps ids to mappings."""
+    doc = load_json(data, where)
+    profiles = doc.get("profiles") if isinstance(doc, dict) else None
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(profiles, dict)
+        or not all(isinstance(p, dict) for p in profiles.values())
+    ):
+        raise UpstreamError(f"{where}: not a profiles.json ({{profiles: {{id: {{…}}}}}})")
+    return doc
+
+
+def target_index_folder(path: str, target: str) -> str:
+    return f"{path}/targets/{target}/packages"
+
+
+def feed_folder(path: str, arch: str, feed: str) -> str:
+    return f"{path}/packages/{arch}/{feed}"
+
+
+def find_index(
+    upstream: Upstream, folder: str, prefer: Collection[str] = ()
+) -> tuple[str, Fetched] | None:
+    """The first index file of ``folder`` that exists: ``(relpath, fetched)``.
+
+    Names in ``prefer`` (the files found last time) are tried first, so a warm
+    run asks once per folder.
+    """
+    names = [f"{folder}/{name}" for name in INDEX_NAMES]
+    names.sort(key=lambda relpath: relpath not in prefer)
+    for relpath in names:
+        fetched = upstream.get(relpath)
+        if fetched is not None:
+            return relpath, fetched
+    return None
+
+
+def _listed(versions: Versions | None) -> tuple[str, ...]:
+    if versions is None:
+        raise UpstreamError(
+            f"{VERSIONS_FILE} is missing upstream, and the versions to serve come from it; "
+            "point --upstream at a download server or list versions under branches in the config"
+        )
+    return versions.versions_list
+
+
+def _derive(listed: Iterable[str]) -> list[Branch]:
+    by_branch: dict[str, list[str]] = {}
+    for version in listed:
+        name = _branch_of(version)
+        if name is None or not is_safe_name(version):
+            log.warning("%s: skipping version %r: not a release number", VERSIONS_FILE, version)
+            continue
+        by_branch.setdefault(name, []).append(version)
+    names = sorted(by_branch, key=version_key, reverse=True)
+    return [Branch(name=name, versions=by_branch[name]) for name in names]
+
+
+def _complete(branch: Branch, versions: list[str]) -> Branch:
+    """Fill in versions (newest first), snapshot paths and the git branch."""
+    update: dict[str, Any] = {"versions": newest_first(versions)}
+    if branch.snapshot and "path" not in branch.model_fields_set:
+        update["path"] = "snapshots"
+    if branch.snapshot and "path_packages" not in branch.model_fields_set:
+        update["path_packages"] = "snapshots/packages"
+    if branch.git_branch is None:
+        update["git_branch"] = "main" if branch.snapshot else f"openwrt-{branch.name}"
+    return branch.model_copy(update=update)
+
+
+def _branch_of(version: str) -> str | None:
+    match = _BRANCH_OF.match(version)
+    return match.group(1) if match else None
