@@ -200,3 +200,186 @@ def serve(
         log_level="warning",
         access_log=False,
     )
+
+
+def _read_request(source: str) -> dict[str, Any]:
+    """The JSON request of ``--request FILE|-``; UsageError when it cannot be read."""
+    import json
+
+    from asu_ci.errors import UsageError
+
+    where = "stdin" if source == "-" else source
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        data = json.loads(text)
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot read the request ({exc.strerror})") from None
+    except ValueError as exc:
+        raise UsageError(f"{where}: the request is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{where}: the request must be a JSON object")
+    return data
+
+
+def _download_bar(stack: contextlib.ExitStack) -> Callable[[int, int | None], None] | None:
+    """A download progress bar on stderr when it is a terminal; ``None`` otherwise."""
+    if not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    bar = stack.enter_context(
+        Progress(
+            TextColumn("ImageBuilder"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+    )
+    task = bar.add_task("", total=None)
+
+    def update(done: int, total: int | None) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return update
+
+
+@app.command()
+def build(
+    ctx: typer.Context,
+    request: Annotated[
+        str, typer.Option("--request", help="The build request: a JSON file, or - for stdin.")
+    ],
+    upstream: UpstreamOpt = None,
+    public: PublicOpt = None,
+    data: DataOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and say what would be built; build nothing.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Try a recently failed request again now.")
+    ] = False,
+) -> None:
+    """Build one request with the ImageBuilder and publish it to the store.
+
+    This is what a CI job and a local worker run. Prints the request hash and
+    the plan first and one summary line at the end. Exit code 4: the build
+    failed (the detail is on stderr); 2: the request is not valid.
+    """
+    import time
+
+    from pydantic import ValidationError
+
+    from asu_ci.build.job import run_build
+    from asu_ci.errors import RequestError, UsageError
+    from asu_ci.identity.hashing import request_hash
+    from asu_ci.identity.request import BuildRequest
+    from asu_ci.identity.validate import NormalizedRequest, normalize
+    from asu_ci.index.catalog import Catalog
+    from asu_ci.publish.local import LocalStore
+
+    settings = ctx.obj.settings(upstream=upstream, public=public, data=data)
+    raw = _read_request(request)
+    catalog = Catalog(settings.public_dir)
+    if not catalog.rendered():
+        raise UsageError(f"no index in {settings.public_dir}: run asu-ci render first")
+    store = LocalStore(settings.public_dir / "store")
+    try:
+        given = NormalizedRequest.from_json(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "request"
+        raise RequestError(f"The request is not valid: {where}: {err['msg']}") from None
+    try:
+        normalized = normalize(BuildRequest.model_validate(raw), catalog, settings.server)
+    except AsuCiError:
+        if dry_run:
+            raise
+        # The build job validates again, records the failure under this hash and raises.
+        normalized = given
+    key = request_hash(normalized)
+    folder = store.folder(key)
+    extras = "".join(
+        f", {word}"
+        for word, on in (
+            ("diff_packages", normalized.diff_packages),
+            ("defaults", normalized.defaults is not None),
+            (f"filesystem {normalized.filesystem}", normalized.filesystem is not None),
+            ("custom repositories", bool(normalized.repositories)),
+        )
+        if on
+    )
+    state = "already built" if store.build(key) is not None else "to build"
+    typer.echo(
+        f"build {key}: {normalized.version} {normalized.target} {normalized.profile}, "
+        f"{len(normalized.requested_packages())} package(s){extras}; {state} in {folder}"
+    )
+    if dry_run:
+        return
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        body = run_build(
+            normalized,
+            settings=settings,
+            store=store,
+            catalog=catalog,
+            force=force,
+            on_progress=_download_bar(stack),
+        )
+    typer.echo(
+        f"built {key}: {len(body.get('images', []))} image(s), "
+        f"{time.monotonic() - started:.1f} s, {folder}"
+    )
+
+
+@app.command()
+def prebuild(
+    ctx: typer.Context,
+    list_file: Annotated[
+        Path, typer.Argument(metavar="LIST.yaml", help="YAML list of requests to build.")
+    ],
+    upstream: UpstreamOpt = None,
+    public: PublicOpt = None,
+    data: DataOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate the list and print the plan only.")
+    ] = False,
+) -> None:
+    """Build a YAML list of popular profiles before anyone asks for them.
+
+    Entries are build requests ({version, target, profile, packages?,
+    defaults?, ...}). They are grouped by (version, target), so each
+    ImageBuilder is unpacked once; published ones are skipped, so a second run
+    builds nothing. Exit code 4 when any build failed.
+    """
+    from asu_ci.build import prebuild as prebuilding
+    from asu_ci.errors import BuildError, UsageError
+    from asu_ci.index.catalog import Catalog
+    from asu_ci.publish.local import LocalStore
+
+    settings = ctx.obj.settings(upstream=upstream, public=public, data=data)
+    catalog = Catalog(settings.public_dir)
+    if not catalog.rendered():
+        raise UsageError(f"no index in {settings.public_dir}: run asu-ci render first")
+    store = LocalStore(settings.public_dir / "store")
+    items = prebuilding.read_list(list_file)
+    plan = prebuilding.plan(
+        items, catalog=catalog, settings=settings, store=store, source=str(list_file)
+    )
+    for line in plan.lines():
+        typer.echo(line)
+    if dry_run:
+        return
+
+    def report(entry: prebuilding.Planned, error: str | None) -> None:
+        if error is not None:
+            typer.echo(f"failed entry {entry.number} {entry.label()}: {error}", err=True)
+
+    summary = prebuilding.run(
+        plan, settings=settings, store=store, catalog=catalog, on_result=report
+    )
+    typer.echo(summary.line())
+    if summary.failed:
+        raise typer.Exit(BuildError.exit_code)

@@ -1,0 +1,626 @@
+"""One build: a validated request in, published images and ``build.json`` out.
+
+:func:`run_build` is the whole job, the same on one machine and in a CI runner:
+
+1. a published ``build.json`` is returned as is (a success is never rebuilt);
+   a recent failure is re-raised until ``build.failure_retry_seconds`` pass;
+2. the request is validated again against the index (the job trusts no caller);
+3. an exclusive lock on ``<data>/locks/<hash>.lock`` is held for the rest, so a
+   second process with the same request waits and then finds the result;
+4. the ImageBuilder is located in ``sha256sums``, verified and unpacked once
+   into the shared cache (:mod:`asu_ci.build.imagebuilder`), and copied into a
+   private working tree ``<data>/work/<hash>/``;
+5. ``make info``, ``make manifest`` and ``make image`` run as argv lists with a
+   sanitized environment and the build timeout, never through a shell;
+6. the images, ``sha256sums``, ``profiles.json`` and the manifest are collected
+   in a hidden staging folder beside the store folder and published with one
+   rename each, ``build.json`` and then ``status.json`` last.
+
+``status.json`` follows every step (``bodies.building``) and ends as the 200
+body or the failure (``bodies.failed``). A build killed midway leaves only the
+hidden staging folder and the working tree; the next run of the same request
+removes both before it starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from asu_ci import fsutil, proc
+from asu_ci.build import imagebuilder
+from asu_ci.build.imagebuilder import Archive, FileLock, ImageBuilderCache, ProgressFn, StepFn
+from asu_ci.config import Settings
+from asu_ci.errors import AsuCiError, BuildError, RequestError
+from asu_ci.identity.hashing import request_hash
+from asu_ci.identity.request import BuildRequest
+from asu_ci.identity.validate import (
+    NormalizedRequest,
+    apply_package_changes,
+    normalize,
+    revision_number,
+)
+from asu_ci.index.catalog import Catalog
+from asu_ci.publish import bodies
+from asu_ci.publish.base import Store
+from asu_ci.upstream.source import Upstream
+
+log = logging.getLogger(__name__)
+
+
+#: The tag every image name carries (``openwrt-23.05.4-asu-ath79-…``): short,
+#: safe, and the same for every request, so it says nothing about the requester.
+EXTRA_IMAGE_NAME = "asu"
+DEFAULTS_FILE = "etc/uci-defaults/99-asu-defaults"
+
+#: What one word of a make command-line value may hold. make expands ``$`` in
+#: command-line variables and recipes hand values to a shell, so anything
+#: beyond this (whitespace, ``$``, quotes, ``;``, newlines, …) is refused even
+#: though the request model already rejected it.
+_MAKE_VALUE = re.compile(r"^[A-Za-z0-9._/+-]*$")
+_MAKE_PACKAGE = re.compile(r"^-?[A-Za-z0-9][A-Za-z0-9+._-]{0,127}$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
+_TOO_BIG = re.compile(r"is too big|out of space", re.IGNORECASE)
+
+
+class BuildStore(Store, Protocol):
+    """A store the job can publish into: :class:`Store` plus a staging folder."""
+
+    def staging(self, request_hash: str) -> Path:
+        """A fresh private folder, on the store's filesystem, to collect files in."""
+        ...
+
+
+# --- make words ------------------------------------------------------------------------
+
+
+def make_var(name: str, value: str) -> str:
+    """``NAME=value`` as ONE argv word, or :class:`BuildError` if ``value`` could be code."""
+    if not _MAKE_VALUE.fullmatch(value):
+        raise BuildError(
+            f"Refusing to pass {name} to make: its value {value[:80]!r} has characters "
+            "(whitespace, $, quotes, …) that make or a shell would interpret"
+        )
+    return f"{name}={value}"
+
+
+def make_packages(words: Sequence[str]) -> str:
+    """``PACKAGES=a b -c``: the one place a value may hold spaces, between checked names."""
+    bad = [w for w in words if not _MAKE_PACKAGE.fullmatch(w)]
+    if bad:
+        raise BuildError(
+            f"Refusing to pass package names to make: {', '.join(repr(w[:80]) for w in bad)}"
+        )
+    return "PACKAGES=" + " ".join(words)
+
+
+def make_path(name: str, path: Path) -> str:
+    value = str(path.resolve())
+    if not _MAKE_VALUE.fullmatch(value):
+        raise BuildError(
+            f"The folder {value!r} cannot be handed to make as {name}: its path has "
+            "characters make or a shell would interpret; use a data folder with a plain path"
+        )
+    return f"{name}={value}"
+
+
+# --- parsing what the ImageBuilder prints ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Info:
+    """What ``make info`` says about the ImageBuilder."""
+
+    revision: str
+    default_packages: tuple[str, ...]
+    profiles: Mapping[str, tuple[str, ...]]
+
+
+def parse_info(text: str) -> Info:
+    """Read ``make info``: revision, default packages and each profile's packages."""
+    revision = re.search(r'^Current Revision: "([^"]*)"', text, re.MULTILINE)
+    defaults = re.search(r"^Default Packages: ?(.*)$", text, re.MULTILINE)
+    profiles: dict[str, tuple[str, ...]] = {}
+    current: str | None = None
+    in_profiles = False
+    for line in text.splitlines():
+        if line.startswith("Available Profiles:"):
+            in_profiles = True
+            continue
+        if not in_profiles:
+            continue
+        header = re.match(r"^(\S+):$", line)
+        if header:
+            current = header.group(1)
+            profiles[current] = ()
+            continue
+        packages = re.match(r"^\s+Packages: ?(.*)$", line)
+        if current is not None and packages:
+            profiles[current] = tuple(packages.group(1).split())
+    if revision is None or defaults is None:
+        raise BuildError(
+            "make info did not print the ImageBuilder's revision and default packages",
+            stdout=proc.tail(text),
+        )
+    return Info(revision.group(1), tuple(defaults.group(1).split()), profiles)
+
+
+def parse_manifest(text: str) -> dict[str, str]:
+    """``{name: version}`` from ``make manifest``: ``name - version`` lines (opkg's
+    ``list-installed``) or ``name version`` lines (apk's ``list --manifest``)."""
+    manifest = {}
+    for line in text.splitlines():
+        match = re.match(
+            r"^([A-Za-z0-9][A-Za-z0-9+._-]*)(?: - | )([A-Za-z0-9][^\s]*)$", line.strip()
+        )
+        if match:
+            manifest[match.group(1)] = match.group(2)
+    return manifest
+
+
+def impossible_selection(output: str) -> str:
+    """The "Impossible package selection" detail from opkg's (or apk's) complaints."""
+    failed: list[str] = []
+    missing: list[str] = []
+    conflicts: list[str] = []
+    subjects: set[str] = set()
+    section: list[str] | None = None
+    for line in output.splitlines():
+        text = line.strip().lstrip("*").strip()
+        if match := re.search(r"Cannot install package (\S+?)\.?$", text):
+            failed.append(match.group(1))
+            section = None
+        elif match := re.search(r"Unknown package '([^']+)'|^(\S+) \(no such package\)", text):
+            missing.append(match.group(1) or match.group(2))
+            section = None
+        elif match := re.search(r"Cannot satisfy the following dependencies for (\S+?):?$", text):
+            subjects.add(match.group(1))
+            section = missing
+        elif match := re.search(r"The following packages conflict with (\S+?):?$", text):
+            subjects.add(match.group(1))
+            conflicts.append(match.group(1))
+            section = conflicts
+        elif match := re.match(r"conflicts: (.+)$", text):
+            conflicts += [re.sub(r"-[0-9][^\s]*$", "", w.split("[")[0]) for w in match[1].split()]
+        elif section is not None and line.lstrip().startswith("*"):
+            body = re.sub(r"^\w+:", "", text)
+            body = re.sub(r"\([^)]*\)", " ", body)
+            section.extend(w for w in body.split() if re.fullmatch(r"[A-Za-z0-9][\w+.-]*", w))
+        else:
+            section = None
+    missing += [name for name in failed if name not in subjects]
+    if not missing and not conflicts:
+        errors = [ln.strip() for ln in output.splitlines() if "rror" in ln or ln.startswith(" *")]
+        hint = f" ({errors[-1][:200]})" if errors else ""
+        return f"Impossible package selection{hint}"
+    return (
+        f"Impossible package selection: missing ({', '.join(dict.fromkeys(missing))}) "
+        f"conflicts ({', '.join(dict.fromkeys(conflicts))})"
+    )
+
+
+def package_words(
+    requested: Sequence[str], info: Info, profile: str, diff_packages: bool
+) -> list[str]:
+    """The PACKAGES words: additions, then removals (``-name``).
+
+    With ``diff_packages`` every default or device package that was not asked
+    for is removed, so the image holds exactly the requested set (plus what it
+    depends on).
+    """
+    additions = sorted({w for w in requested if not w.startswith("-")})
+    removals = {w[1:] for w in requested if w.startswith("-")}
+    if diff_packages:
+        builtin = {p for p in (*info.default_packages, *info.profiles.get(profile, ())) if p}
+        removals |= {p for p in builtin if not p.startswith("-")} - set(additions)
+    return additions + [f"-{p}" for p in sorted(removals - set(additions))]
+
+
+# --- the job ---------------------------------------------------------------------------
+
+
+def _signing_key(settings: Settings, catalog: Catalog, version: str) -> str | None:
+    """The usign key of the version's branch, when the configuration has one."""
+    branch = catalog.branch_of(version)
+    names = {str(branch.get("name"))} if branch else set()
+    for configured in settings.branches or ():
+        if configured.name in names or version in (configured.versions or ()):
+            return configured.signing_key
+    return None
+
+
+def _revalidate(
+    request: NormalizedRequest, catalog: Catalog, settings: Settings, expected: str
+) -> NormalizedRequest:
+    try:
+        raw = BuildRequest.model_validate(request.to_json())
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "request"
+        raise RequestError(f"The request is not valid: {where}: {err['msg']}") from None
+    checked = normalize(raw, catalog, settings.server)
+    if request_hash(checked) != expected:
+        raise RequestError(
+            "The request is not in its normal form (normalise it against the index first)"
+        )
+    return checked
+
+
+def _raise_recent_failure(store: Store, key: str, settings: Settings) -> None:
+    status = store.status(key)
+    if status is None or status.get("status") != 500:
+        return
+    if bodies.is_retryable(status, settings.build.failure_retry_seconds):
+        return
+    raise BuildError(
+        str(status.get("detail") or "The build failed"),
+        stdout=str(status.get("stdout") or ""),
+        stderr=str(status.get("stderr") or ""),
+    )
+
+
+def run_build(
+    request: NormalizedRequest,
+    *,
+    settings: Settings,
+    store: BuildStore,
+    catalog: Catalog,
+    upstream: Upstream | None = None,
+    force: bool = False,
+    on_step: StepFn | None = None,
+    on_progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Build ``request`` (or find it built) and return its ``build.json`` body.
+
+    ``force`` retries a failure before ``build.failure_retry_seconds`` have
+    passed; a success is never rebuilt. ``on_step`` hears each
+    ``imagebuilder_status`` step, ``on_progress(done, total)`` the download.
+    Raises :class:`BuildError` (after recording it in ``status.json``) or
+    :class:`RequestError` when the request does not validate against the index.
+    """
+    key = request_hash(request)
+    built = store.build(key)
+    if built is not None:
+        return built
+    if not force:
+        _raise_recent_failure(store, key, settings)
+    try:
+        request = _revalidate(request, catalog, settings, key)
+    except AsuCiError as exc:
+        store.write_status(key, bodies.failed(key, BuildError(exc.message)))
+        raise
+    lock = FileLock(settings.data_dir / "locks" / f"{key}.lock")
+    if not lock.acquire(blocking=False):
+        log.info("another process builds %s; waiting for it", key)
+        lock.acquire()
+    try:
+        built = store.build(key)
+        if built is not None:
+            return built
+        if not force:
+            _raise_recent_failure(store, key, settings)
+        with contextlib.ExitStack() as stack:
+            if upstream is None:
+                cache = settings.data_dir / "cache" / "upstream"
+                upstream = stack.enter_context(Upstream(settings.upstream, cache))
+            job = _Job(request, key, settings, store, catalog, upstream, on_step, on_progress)
+            return job.run()
+    finally:
+        lock.release(remove=True)
+
+
+@dataclass
+class _Job:
+    request: NormalizedRequest
+    key: str
+    settings: Settings
+    store: BuildStore
+    catalog: Catalog
+    upstream: Upstream
+    on_step: StepFn | None
+    on_progress: ProgressFn | None
+    timings: dict[str, float] = field(default_factory=dict)
+    step_name: str = ""
+    work: Path = field(default=Path(), init=False)
+
+    def step(self, name: str) -> None:
+        if name == self.step_name:
+            return
+        self.step_name = name
+        self.store.write_status(self.key, bodies.building(self.key, name))
+        if self.on_step is not None:
+            self.on_step(name)
+
+    def run(self) -> dict[str, Any]:
+        """Build in a fresh working folder ``<data>/work/<hash>/<run>/``.
+
+        Earlier runs of this hash (killed ones; we hold the hash lock) are
+        removed first. A folder per run means a ``make`` orphaned by a killed
+        run can only ever write into its own, abandoned folder, never into
+        this run's BIN_DIR.
+        """
+        started = time.monotonic()
+        runs = self.settings.data_dir / "work" / self.key
+        shutil.rmtree(runs, ignore_errors=True)
+        runs.mkdir(parents=True)
+        self.work = Path(tempfile.mkdtemp(prefix="run-", dir=runs))
+        try:
+            return self._build(started)
+        except AsuCiError as exc:
+            error = exc if isinstance(exc, BuildError) else BuildError(exc.message)
+            self.store.write_status(self.key, bodies.failed(self.key, error))
+            raise
+        except Exception:
+            error = BuildError("The build failed unexpectedly; the builder's log has the cause")
+            self.store.write_status(self.key, bodies.failed(self.key, error))
+            raise
+        finally:
+            shutil.rmtree(runs, ignore_errors=True)
+
+    def _build(self, started: float) -> dict[str, Any]:
+        request = self.request
+        self.step("download_imagebuilder")
+        path = self.catalog.path_of(request.version)
+        if path is None:
+            raise RequestError(f"Unsupported version: {request.version}")
+        archive = imagebuilder.locate(
+            self.upstream,
+            path,
+            request.version,
+            request.target,
+            _signing_key(self.settings, self.catalog, request.version),
+        )
+        cache = ImageBuilderCache(
+            self.settings.data_dir / "imagebuilders", self.upstream, self.settings.build
+        )
+        ib = self.work / "imagebuilder"
+        with cache.use(
+            request.version,
+            request.target,
+            archive,
+            on_step=self.step,
+            on_progress=self.on_progress,
+        ) as prepared:
+            self.timings.update(prepared.timings)
+            self.step("unpack_imagebuilder")
+            copy_started = time.monotonic()
+            imagebuilder.working_copy(prepared.root, ib)
+            self.timings["workspace"] = time.monotonic() - copy_started
+        with contextlib.suppress(OSError):
+            cache.evict(keep=prepared.root.parent)
+        if request.repositories:
+            imagebuilder.configure_repositories(
+                ib, request.repositories, request.repository_keys, request.repositories_mode
+            )
+        self.step("calculate_packages_hash")
+        info = parse_info(self._make(ib, ["info"], "info").stdout)
+        self._check_revision(info)
+        if request.profile not in info.profiles:
+            raise BuildError(
+                f"The ImageBuilder has no profile {request.profile}; the index and the "
+                "ImageBuilder disagree (render the index again)"
+            )
+        changes = self.catalog.package_changes(request.version)
+        wanted, applied = apply_package_changes(
+            request.requested_packages(), changes, revision_number(info.revision)
+        )
+        words = package_words(wanted, info, request.profile, request.diff_packages)
+        manifest = self._manifest(ib, words)
+        self._check_versions(manifest, applied)
+        self.step("building_image")
+        argv, bin_dir = self._image(ib, words)
+        staging = self.store.staging(self.key)
+        for stale in staging.parent.glob(f".{self.key}.*.staging"):
+            if stale != staging:
+                shutil.rmtree(stale, ignore_errors=True)
+        try:
+            images, profile = self._collect(bin_dir, staging)
+            self.timings["total"] = time.monotonic() - started
+            body = self._body(profile, images, manifest, argv, archive, applied)
+            self.store.publish(self.key, staging, body)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return body
+
+    # --- make steps --------------------------------------------------------------------
+
+    def _make(self, ib: Path, args: list[str], timing: str) -> proc.Result:
+        started = time.monotonic()
+        try:
+            return proc.run(
+                ["make", "--no-print-directory", *args],
+                cwd=ib,
+                timeout=self.settings.build.timeout_seconds,
+            )
+        finally:
+            self.timings[timing] = time.monotonic() - started
+
+    def _check_revision(self, info: Info) -> None:
+        wanted = self.request.version_code
+        if wanted and wanted != info.revision:
+            raise BuildError(
+                f"Received incorrect version {info.revision} (requested {wanted}): the "
+                "ImageBuilder on the download server has another revision than the request; "
+                "ask for the current one"
+            )
+
+    def _manifest(self, ib: Path, words: list[str]) -> dict[str, str]:
+        args = [
+            "manifest",
+            make_var("PROFILE", self.request.profile),
+            make_packages(words),
+            "STRIP_ABI=1",
+        ]
+        result = self._make(ib, args, "manifest")
+        if result.returncode != 0:
+            output = result.stdout + "\n" + result.stderr
+            raise BuildError(
+                impossible_selection(output),
+                stdout=proc.tail(result.stdout),
+                stderr=proc.tail(result.stderr),
+            )
+        manifest = parse_manifest(result.stdout)
+        if not manifest:
+            raise BuildError(
+                "make manifest listed no packages",
+                stdout=proc.tail(result.stdout),
+                stderr=proc.tail(result.stderr),
+            )
+        return manifest
+
+    def _check_versions(self, manifest: Mapping[str, str], applied: list[dict[str, Any]]) -> None:
+        renamed = {str(c["source"]) for c in applied}
+        wrong = []
+        for name, version in self.request.packages_versions:
+            if name in renamed:
+                continue
+            got = manifest.get(name)
+            if got != version:
+                wrong.append(f"{name} (requested {version}, got {got or 'not installed'})")
+        if wrong:
+            raise BuildError(
+                "Impossible package selection: package versions differ from the request: "
+                + ", ".join(wrong)
+            )
+
+    def _image(self, ib: Path, words: list[str]) -> tuple[list[str], Path]:
+        bin_dir = self.work / "bin"
+        bin_dir.mkdir(parents=True)
+        args = [
+            "image",
+            make_var("PROFILE", self.request.profile),
+            make_packages(words),
+            make_path("BIN_DIR", bin_dir),
+            make_var("EXTRA_IMAGE_NAME", EXTRA_IMAGE_NAME),
+        ]
+        if self.request.defaults is not None:
+            files = self.work / "files"
+            fsutil.write_bytes(files / DEFAULTS_FILE, self.request.defaults.encode())
+            args.append(make_path("FILES", files))
+        if self.request.rootfs_size_mb is not None:
+            args.append(make_var("ROOTFS_PARTSIZE", str(self.request.rootfs_size_mb)))
+        result = self._make(ib, args, "image")
+        output = result.stdout + "\n" + result.stderr
+        too_big = _TOO_BIG.search(output)
+        if too_big:
+            line = next(ln for ln in output.splitlines() if _TOO_BIG.search(ln))
+            raise BuildError(
+                "Image too big: the selected packages do not fit the device's flash "
+                f"({line.strip()[-160:]}); choose fewer packages",
+                stdout=proc.tail(result.stdout),
+                stderr=proc.tail(result.stderr),
+            )
+        if result.returncode != 0:
+            raise BuildError(
+                f"make image failed with exit code {result.returncode}",
+                stdout=proc.tail(result.stdout),
+                stderr=proc.tail(result.stderr),
+            )
+        return ["make", *args], bin_dir
+
+    # --- results -----------------------------------------------------------------------
+
+    def _collect(self, bin_dir: Path, staging: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Move the images of the profile (and filesystem) plus the metadata into staging."""
+        try:
+            document = fsutil.read_json(bin_dir / "profiles.json")
+            entry = dict(document["profiles"][self.request.profile])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise BuildError(
+                f"The ImageBuilder wrote no profiles.json entry for {self.request.profile}"
+            ) from None
+        wanted = self.request.filesystem
+        images: list[dict[str, Any]] = []
+        for image in entry.get("images") or []:
+            name = str(image.get("name", ""))
+            if not _FILE_NAME.fullmatch(name):
+                raise BuildError(f"The ImageBuilder listed an image with a bad name: {name!r}")
+            if wanted and image.get("filesystem") not in (None, wanted):
+                continue
+            source = bin_dir / name
+            if not source.is_file() or source.is_symlink():
+                continue
+            shutil.move(source, staging / name)
+            published = dict(image)
+            published["sha256"] = imagebuilder.file_sha256(staging / name)
+            published.setdefault("sha256_unsigned", published["sha256"])
+            images.append(published)
+        self._check_complete(images)
+        for path in sorted(bin_dir.iterdir()):
+            if path.suffix == ".manifest" and _FILE_NAME.fullmatch(path.name):
+                shutil.move(path, staging / path.name)
+        shutil.move(bin_dir / "profiles.json", staging / "profiles.json")
+        sums = "".join(f"{i['sha256']} *{i['name']}\n" for i in images)
+        fsutil.write_bytes(staging / "sha256sums", sums.encode())
+        top = {k: v for k, v in document.items() if k != "profiles"}
+        return images, {**top, **entry}
+
+    def _check_complete(self, images: list[dict[str, Any]]) -> None:
+        """Every sysupgrade or factory image the index lists for the profile must be there."""
+        wanted = self.request.filesystem
+        request = self.request
+        listed = self.catalog.profile(request.version, request.target, request.profile)
+        expected = {
+            str(image.get("type"))
+            for image in (listed or {}).get("images", [])
+            if image.get("type") in ("sysupgrade", "factory")
+            and (not wanted or image.get("filesystem") in (None, wanted))
+        }
+        missing = sorted(expected - {str(image.get("type")) for image in images})
+        if missing or not images:
+            which = f"{wanted} " if wanted else ""
+            kinds = " or ".join(missing) if missing else "any"
+            raise BuildError(
+                f"Image too big or not built: the ImageBuilder produced no {which}{kinds} "
+                f"image for {self.request.profile}; try fewer packages"
+            )
+
+    def _body(
+        self,
+        profile: dict[str, Any],
+        images: list[dict[str, Any]],
+        manifest: dict[str, str],
+        argv: list[str],
+        archive: Archive,
+        applied: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        request = self.request
+        index = dict(self.catalog.target_profiles(request.version, request.target) or {})
+        index_profile = dict((index.pop("profiles", None) or {}).get(request.profile) or {})
+        timings = {
+            name: round(self.timings.get(name, 0.0), 3)
+            for name in ("download", "unpack", "workspace", "info", "manifest", "image", "total")
+        }
+        return {
+            **index,
+            **index_profile,
+            **profile,
+            "images": images,
+            "id": request.profile,
+            "bin_dir": self.key,
+            "request_hash": self.key,
+            "build_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "manifest": manifest,
+            "build_cmd": argv,
+            "request": request.to_json(),
+            "package_changes": applied,
+            "status": 200,
+            "detail": "done",
+            "imagebuilder_status": "done",
+            "reproducibility": {
+                "imagebuilder": archive.record(),
+                "make_argv": argv,
+                "timings": timings,
+            },
+        }
