@@ -73,6 +73,11 @@ class Server(_Model):
     """Limits announced in overview.json and enforced on every request."""
 
     contact: str = ""
+    api_url: str = Field(
+        default="",
+        description="public URL of the endpoint, for a site hosted elsewhere (GitHub Pages); "
+        "empty: the site and the endpoint share an origin",
+    )
     allow_defaults: bool = True
     max_defaults_length: Annotated[int, Field(ge=0, le=1 << 20)] = 20480
     max_custom_rootfs_size_mb: Annotated[int, Field(ge=1)] = 1024

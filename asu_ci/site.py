@@ -65,12 +65,12 @@ def _asset_url(digests: dict[str, str]) -> Callable[[str], str]:
     return asset
 
 
-def render_site(settings: Settings, public: Path | None = None, *, api_url: str = "") -> int:
+def render_site(settings: Settings, public: Path | None = None) -> tuple[int, int]:
     """Write the pages and assets into ``public`` (default: the settings' public tree).
 
-    ``api_url`` is where the pages send builds when the endpoint is not on the
-    same origin as the static files (an empty string: the same origin).
-    Returns how many files were written.
+    ``settings.server.api_url`` is where the pages send builds when the
+    endpoint is not on the same origin as the static files (empty: the same
+    origin). Returns how many files were written and how many were unchanged.
     """
     public = settings.public_dir if public is None else public
     assets = _assets(source_dir("site"))
@@ -87,14 +87,15 @@ def render_site(settings: Settings, public: Path | None = None, *, api_url: str 
     context = {
         "title": TITLE,
         "version": __version__,
-        "api_url": api_url.rstrip("/"),
+        "api_url": settings.server.api_url.rstrip("/"),
         "contact": settings.server.contact,
         "asset": _asset_url(digests),
     }
-    for name in env.list_templates(filter_func=_is_page):
+    pages = env.list_templates(filter_func=_is_page)
+    for name in pages:
         html = env.get_template(name).render(context)
         written += write_bytes(public / name, html.encode())
-    return written
+    return written, len(assets) + len(pages) - written
 
 
 def _is_page(name: str) -> bool:

@@ -71,10 +71,10 @@ def test_sources_are_found() -> None:
 def test_render_site_writes_pages_and_assets_once(tmp_path: Path) -> None:
     settings = _settings(tmp_path, contact="ops@example.org")
     public = settings.public_dir
-    written = render_site(settings)
+    written, unchanged = render_site(settings)
     assets = sorted(p.name for p in (source_dir("site")).iterdir() if not p.name.startswith("."))
     assert sorted(p.name for p in (public / ASSETS).iterdir()) == assets
-    assert written == len(assets) + 1
+    assert (written, unchanged) == (len(assets) + 1, 0)
     html = (public / "index.html").read_text()
     for name in assets:
         data = (source_dir("site") / name).read_bytes()
@@ -84,17 +84,17 @@ def test_render_site_writes_pages_and_assets_once(tmp_path: Path) -> None:
     assert '<meta name="asu-ci-api" content="">' in html
     assert "ops@example.org" in html
     before = {p: p.stat().st_mtime_ns for p in public.rglob("*") if p.is_file()}
-    assert render_site(settings) == 0
+    assert render_site(settings) == (0, len(assets) + 1)
     assert {p: p.stat().st_mtime_ns for p in public.rglob("*") if p.is_file()} == before
 
 
 def test_render_site_options_and_stale_assets(tmp_path: Path) -> None:
-    settings = _settings(tmp_path, contact="<script>x</script>")
+    settings = _settings(tmp_path, contact="<script>x</script>", api_url="https://asu.example.org/")
     other = tmp_path / "elsewhere"
     (other / ASSETS / "old").mkdir(parents=True)
     (other / ASSETS / "old" / "gone.js").write_text("stale")
     (other / ASSETS / "gone.css").write_text("stale")
-    render_site(settings, other, api_url="https://asu.example.org/")
+    render_site(settings, other)
     html = (other / "index.html").read_text()
     assert '<meta name="asu-ci-api" content="https://asu.example.org">' in html
     assert "<script>x</script>" not in html and "&lt;script&gt;x&lt;/script&gt;" in html

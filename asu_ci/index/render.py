@@ -1,4 +1,4 @@
-"""Render the static index from upstream: ``json/v1/…`` and the download-server files.
+"""Render the static index from upstream: ``json/v1/…``, the download-server files, the site.
 
 The output comes in groups, each made from its own inputs:
 
@@ -29,6 +29,7 @@ from typing import Any
 from asu_ci import __version__
 from asu_ci.config import Branch, Settings
 from asu_ci.fsutil import dumps, read_json, write_bytes, write_json
+from asu_ci.site import render_site
 from asu_ci.upstream.metadata import (
     FEEDS,
     VERSIONS_FILE,
@@ -131,14 +132,15 @@ def render_tree(
         requests, downloaded = upstream.requests, upstream.bytes_downloaded
         renderer = _Renderer(settings, upstream)
         done = renderer.run(on_progress)
+        site_written, site_unchanged = render_site(settings)
         target_records = [d.record for d in done if d.key.startswith("target:")]
         return RenderSummary(
             versions=sum(1 for d in done if d.key.startswith("version:")),
             targets=len(target_records),
             profiles=sum(r["profiles"] for r in target_records),
             packages=sum(d.record["packages"] for d in done),
-            files_written=sum(d.written for d in done),
-            files_unchanged=sum(d.unchanged for d in done),
+            files_written=sum(d.written for d in done) + site_written,
+            files_unchanged=sum(d.unchanged for d in done) + site_unchanged,
             seconds=time.monotonic() - started,
             requests=upstream.requests - requests,
             bytes_downloaded=upstream.bytes_downloaded - downloaded,

@@ -404,6 +404,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True
     server: _Server
     protocol_version = "HTTP/1.1"
     server_version = "asu-ci-test-mirror/1"
