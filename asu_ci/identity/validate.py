@@ -226,7 +226,9 @@ def _check_filesystem(request: NormalizedRequest, profile: Mapping[str, Any]) ->
 
 def _check_packages(request: NormalizedRequest, index: Index, profile: Mapping[str, Any]) -> None:
     known = index.package_names(request.version, request.target)
-    if known is None:
+    if known is None or request.repositories:
+        # Packages may come from the request's own feeds, which the index does not list;
+        # the ImageBuilder decides (an impossible selection fails the build with its detail).
         return
     changes = index.package_changes(request.version)
     wanted, _ = apply_package_changes(
