@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from asu_ci import __version__
@@ -41,7 +42,7 @@ from asu_ci.errors import (
 )
 from asu_ci.identity.hashing import is_request_hash, request_hash
 from asu_ci.identity.request import BuildRequest
-from asu_ci.identity.validate import normalize
+from asu_ci.identity.validate import NormalizedRequest, normalize
 from asu_ci.index.catalog import Catalog
 from asu_ci.publish import bodies
 from asu_ci.publish.local import LocalStore
@@ -102,12 +103,18 @@ class Finished:
         self._bytes: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, request_hash: str) -> bytes | None:
+    def cached(self, request_hash: str) -> bytes | None:
+        """The bytes when they are in memory already; never touches the disk."""
         with self._lock:
             found = self._bytes.get(request_hash)
             if found is not None:
                 self._bytes.move_to_end(request_hash)
-                return found
+            return found
+
+    def get(self, request_hash: str) -> bytes | None:
+        found = self.cached(request_hash)
+        if found is not None:
+            return found
         try:
             data = (self.store.folder(request_hash) / "build.json").read_bytes()
         except OSError:
@@ -165,9 +172,13 @@ class Service:
 
     # -- the flow ------------------------------------------------------------
 
-    def submit(self, request: BuildRequest, client: str) -> Response:
+    def identify(self, request: BuildRequest) -> tuple[NormalizedRequest, str]:
+        """Validate against the index and hash: CPU work on index files kept in memory."""
         normalized = normalize(request, self.catalog, self.settings.server)
-        digest = request_hash(normalized)
+        return normalized, request_hash(normalized)
+
+    def settle(self, normalized: NormalizedRequest, digest: str, client: str) -> Response:
+        """Answer from the store or queue the request (disk and SQLite: run it in a thread)."""
         data = self.finished.get(digest)
         if data is not None:
             return self.answer_finished(data)
@@ -296,24 +307,35 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
             529: {"description": "Too many builds queued"},
         },
     )
-    def build(request: Request, body: Annotated[BuildRequest, Body()]) -> Response:
+    async def build(request: Request, body: Annotated[BuildRequest, Body()]) -> Response:
         """Queue a build, or answer the state of the identical request already known."""
-        client = request.client.host if request.client else "unknown"
-        response = service.submit(body, client)
+        # A finished request is answered on the event loop; only what needs the
+        # disk or the queue goes to a worker thread (the hop costs more than the answer).
+        normalized, digest = service.identify(body)
+        data = service.finished.cached(digest)
+        if data is not None:
+            response = service.answer_finished(data)
+        else:
+            client = request.client.host if request.client else "unknown"
+            response = await run_in_threadpool(service.settle, normalized, digest, client)
         service.counters.count(str(response.status_code))
         return response
 
     @app.get("/api/v1/build/{request_hash}", summary="Poll a build")
-    def poll(request_hash: str) -> Response:
+    async def poll(request_hash: str) -> Response:
         """The current state of a request: 200 built, 202 queued/building, 500 failed."""
-        response = service.poll(request_hash)
+        data = service.finished.cached(request_hash)
+        if data is not None:
+            response = service.answer_finished(data)
+        else:
+            response = await run_in_threadpool(service.poll, request_hash)
         service.counters.count(str(response.status_code))
         return response
 
     @app.head("/api/v1/build/{request_hash}", summary="Poll a build (headers only)")
-    def poll_head(request_hash: str) -> Response:
+    async def poll_head(request_hash: str) -> Response:
         """Like GET, for clients that read only ``X-Imagebuilder-Status`` (owut)."""
-        return poll(request_hash)
+        return await poll(request_hash)
 
     @app.get("/api/v1/revision/{version}/{target}/{subtarget}", summary="ImageBuilder revision")
     def revision(version: str, target: str, subtarget: str) -> dict[str, str]:
