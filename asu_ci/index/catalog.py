@@ -3,13 +3,22 @@
 Everything here comes from the public tree ``asu-ci render`` wrote, so the
 endpoint knows no more than a static client does. Files are parsed once and
 re-read only when their mtime or size changes (a new render).
+
+This is on the endpoint's hot path (every POST validates through it), so paths
+are plain strings, joined from parts that their patterns already checked, and
+a file's stat is trusted for :data:`RECHECK_SECONDS`: a busy endpoint stats
+each index file a few times a second instead of several times per request, and
+sees a new render within that time.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,40 +29,57 @@ _VERSION = re.compile(VERSION)
 _TARGET = re.compile(TARGET)
 _PROFILE = re.compile(PROFILE)
 
+#: Seconds a file's stat (mtime, size) is trusted before it is taken again.
+RECHECK_SECONDS = 1.0
+#: Package name sets kept, one per (version, target) asked for recently.
+NAME_SETS = 32
+
 
 class Catalog:
     """The rendered index under ``public``; implements :class:`~asu_ci.identity.validate.Index`."""
 
-    def __init__(self, public: Path) -> None:
+    def __init__(self, public: Path, recheck_seconds: float = RECHECK_SECONDS) -> None:
         self.public = public
-        self.json_root = public / "json" / "v1"
-        self._files: dict[Path, tuple[int, int, Any]] = {}
+        self.recheck_seconds = recheck_seconds
+        self._public = str(public)
+        self._json = os.path.join(self._public, "json", "v1")
+        #: path -> (checked at, mtime_ns, size, parsed JSON)
+        self._files: dict[str, tuple[float, int, int, Any]] = {}
+        #: (version, target) -> (the two parsed files the set was made of, the set)
+        self._names: OrderedDict[tuple[str, str], tuple[Any, Any, frozenset[str] | None]] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
 
-    def _load(self, path: Path) -> Any:
+    def _load(self, path: str) -> Any:
         """Parsed JSON of ``path`` or None when it does not exist."""
+        now = time.monotonic()
+        cached = self._files.get(path)
+        if cached is not None and now - cached[0] < self.recheck_seconds:
+            return cached[3]
         try:
-            st = path.stat()
+            st = os.stat(path)
         except OSError:
             return None
-        cached = self._files.get(path)
-        if cached is not None and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
-            return cached[2]
-        try:
-            data = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            return None
+        if cached is not None and cached[1] == st.st_mtime_ns and cached[2] == st.st_size:
+            data = cached[3]
+        else:
+            try:
+                with open(path, "rb") as fh:
+                    data = json.loads(fh.read())
+            except (OSError, ValueError):
+                return None
         with self._lock:
             if len(self._files) > 4096:
                 self._files.clear()
-            self._files[path] = (st.st_mtime_ns, st.st_size, data)
+            self._files[path] = (now, st.st_mtime_ns, st.st_size, data)
         return data
 
     def rendered(self) -> bool:
-        return (self.json_root / "overview.json").is_file()
+        return os.path.isfile(f"{self._json}/overview.json")
 
     def overview(self) -> dict[str, Any]:
-        data = self._load(self.json_root / "overview.json")
+        data = self._load(f"{self._json}/overview.json")
         return data if isinstance(data, dict) else {"latest": [], "branches": {}}
 
     def branch_of(self, version: str) -> Mapping[str, Any] | None:
@@ -78,21 +104,21 @@ class Catalog:
         path = self.path_of(version)
         if path is None:
             return {}
-        data = self._load(self.public / path / ".targets.json")
+        data = self._load(f"{self._public}/{path}/.targets.json")
         return data if isinstance(data, dict) else {}
 
-    def _target_dir(self, version: str, target: str) -> Path | None:
+    def _target_dir(self, version: str, target: str) -> str | None:
         path = self.path_of(version)
         if path is None or not _TARGET.match(target) or target not in self.targets(version):
             return None
-        return self.json_root / path / "targets" / target
+        return f"{self._json}/{path}/targets/{target}"
 
     def profile(self, version: str, target: str, name: str) -> Mapping[str, Any] | None:
         """The device file for a profile id or any of its board names."""
         folder = self._target_dir(version, target)
         if folder is None or not _PROFILE.match(name):
             return None
-        data = self._load(folder / f"{name.replace(',', '_')}.json")
+        data = self._load(f"{folder}/{name.replace(',', '_')}.json")
         return data if isinstance(data, dict) and "id" in data else None
 
     def package_names(self, version: str, target: str) -> frozenset[str] | None:
@@ -101,13 +127,23 @@ class Catalog:
         path = self.path_of(version)
         if folder is None or path is None:
             return None
-        target_index = self._load(folder / "index.json") or {}
+        target_index = self._load(f"{folder}/index.json") or {}
         arch = target_index.get("architecture") or self.targets(version).get(target)
-        feeds = self._load(self.json_root / path / "packages" / f"{arch}-index.json")
+        feeds = self._load(f"{self._json}/{path}/packages/{arch}-index.json")
+        key = (version, target)
+        made = self._names.get(key)
+        if made is not None and made[0] is target_index and made[1] is feeds:
+            return made[2]
         names = set(target_index.get("packages", {}))
         if isinstance(feeds, dict):
             names.update(feeds)
-        return frozenset(names) if names else None
+        found = frozenset(names) if names else None
+        with self._lock:
+            self._names[key] = (target_index, feeds, found)
+            self._names.move_to_end(key)
+            if len(self._names) > NAME_SETS:
+                self._names.popitem(last=False)
+        return found
 
     def package_changes(self, version: str) -> list[Mapping[str, Any]]:
         branch = self.branch_of(version)
@@ -118,7 +154,7 @@ class Catalog:
         path = self.path_of(version)
         if path is None or self._target_dir(version, target) is None:
             return None
-        data = self._load(self.public / path / "targets" / target / "profiles.json")
+        data = self._load(f"{self._public}/{path}/targets/{target}/profiles.json")
         return str(data["version_code"]) if isinstance(data, dict) else None
 
     def target_profiles(self, version: str, target: str) -> Mapping[str, Any] | None:
@@ -126,5 +162,5 @@ class Catalog:
         path = self.path_of(version)
         if path is None or self._target_dir(version, target) is None:
             return None
-        data = self._load(self.public / path / "targets" / target / "profiles.json")
+        data = self._load(f"{self._public}/{path}/targets/{target}/profiles.json")
         return data if isinstance(data, dict) else None
