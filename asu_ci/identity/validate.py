@@ -84,13 +84,17 @@ class NormalizedRequest:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> NormalizedRequest:
         """Read back what :meth:`to_json` wrote (the build job re-validates it)."""
-        req = BuildRequest.model_validate(dict(data))
+        return cls.from_request(BuildRequest.model_validate(dict(data)))
+
+    @classmethod
+    def from_request(cls, req: BuildRequest, profile: str | None = None) -> NormalizedRequest:
+        """The canonical form of a parsed request, with ``profile`` resolved by the index."""
         return cls(
             distro=req.distro,
             version=req.version,
             version_code=req.version_code,
             target=req.target,
-            profile=req.profile,
+            profile=req.profile if profile is None else profile,
             packages=tuple(sorted(req.packages)),
             packages_versions=tuple(sorted(req.packages_versions.items())),
             diff_packages=req.diff_packages,
@@ -154,23 +158,7 @@ def normalize(request: BuildRequest, index: Index, server: Server) -> Normalized
         raise RequestError(f"Unsupported profile: {request.profile}")
     profile_id = str(profile["id"])
     _check_limits(request, server)
-    normalized = NormalizedRequest(
-        distro=request.distro,
-        version=request.version,
-        version_code=request.version_code,
-        target=request.target,
-        profile=profile_id,
-        packages=tuple(sorted(request.packages)),
-        packages_versions=tuple(sorted(request.packages_versions.items())),
-        diff_packages=request.diff_packages,
-        filesystem=request.filesystem,
-        rootfs_size_mb=request.rootfs_size_mb,
-        defaults=request.defaults,
-        repositories=tuple(sorted(request.repositories.items())),
-        repository_keys=tuple(request.repository_keys),
-        repositories_mode=request.repositories_mode,
-        client=request.client,
-    )
+    normalized = NormalizedRequest.from_request(request, profile_id)
     _check_filesystem(normalized, profile)
     _check_packages(normalized, index, profile)
     return normalized
