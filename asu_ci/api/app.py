@@ -301,6 +301,7 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
             200: {"description": "Built: the full result with images"},
             202: {"description": "Queued or building; poll the request_hash"},
             400: {"description": "Invalid request"},
+            413: {"description": "The request body is too large"},
             422: {"description": "Unknown packages (named in X-Unknown-Package)"},
             429: {"description": "Too many new builds from this client"},
             500: {"description": "The build failed"},
@@ -321,7 +322,14 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
         service.counters.count(str(response.status_code))
         return response
 
-    @app.get("/api/v1/build/{request_hash}", summary="Poll a build")
+    poll_responses: dict[int | str, dict[str, Any]] = {
+        200: {"description": "Built: the full result with images"},
+        202: {"description": "Queued or building"},
+        404: {"description": "Unknown request hash"},
+        500: {"description": "The build failed"},
+    }
+
+    @app.get("/api/v1/build/{request_hash}", summary="Poll a build", responses=poll_responses)
     async def poll(request_hash: str) -> Response:
         """The current state of a request: 200 built, 202 queued/building, 500 failed."""
         data = service.finished.cached(request_hash)
@@ -332,12 +340,20 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
         service.counters.count(str(response.status_code))
         return response
 
-    @app.head("/api/v1/build/{request_hash}", summary="Poll a build (headers only)")
+    @app.head(
+        "/api/v1/build/{request_hash}",
+        summary="Poll a build (headers only)",
+        responses=poll_responses,
+    )
     async def poll_head(request_hash: str) -> Response:
         """Like GET, for clients that read only ``X-Imagebuilder-Status`` (owut)."""
         return await poll(request_hash)
 
-    @app.get("/api/v1/revision/{version}/{target}/{subtarget}", summary="ImageBuilder revision")
+    @app.get(
+        "/api/v1/revision/{version}/{target}/{subtarget}",
+        summary="ImageBuilder revision",
+        responses={400: {"description": "Unknown version or target"}},
+    )
     def revision(version: str, target: str, subtarget: str) -> dict[str, str]:
         """The revision (``version_code``) the ImageBuilder of a target builds."""
         if not (_SEGMENT.match(target) and _SEGMENT.match(subtarget)):
