@@ -117,15 +117,15 @@ class BuildRequest(BaseModel):
         """Strip, drop a leading ``+``, drop empty words and duplicates (first one wins)."""
         if not isinstance(value, list):
             return value
-        seen: dict[Any, None] = {}
+        seen: dict[str, None] = {}
         for item in value:
-            if isinstance(item, str):
-                item = item.strip()
-                if item.startswith("+"):
-                    item = item[1:]
-                if not item:
-                    continue
-            seen.setdefault(item, None)
+            if not isinstance(item, str):
+                return value  # not a list of words: the type check refuses it as it is
+            item = item.strip()
+            if item.startswith("+"):
+                item = item[1:]
+            if item:
+                seen.setdefault(item, None)
         return list(seen)
 
     @field_validator("packages_versions", mode="before")
