@@ -56,6 +56,21 @@ def wait_for_port(port: int, timeout: float, alive: Any = None) -> None:
         time.sleep(0.02)
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of processes whose command line mentions ``text`` (a test's own folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if text.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
 def write_config(path: Path, settings: dict[str, Any]) -> Path:
     """An ``asu-ci.yaml`` with ``settings`` (paths as strings)."""
     path.write_text(yaml.safe_dump(settings, sort_keys=True))
