@@ -104,6 +104,9 @@ def _top(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        # urllib3 logs each GET retry; the one-line error at the end says enough.
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
     state = State()
     state.config = config
     ctx.obj = state
@@ -383,3 +386,155 @@ def prebuild(
     typer.echo(summary.line())
     if summary.failed:
         raise typer.Exit(BuildError.exit_code)
+
+
+@app.command()
+def matrix(
+    list_file: Annotated[
+        Path, typer.Argument(metavar="LIST.yaml", help="YAML list of requests (as for prebuild).")
+    ],
+    version: Annotated[
+        str | None,
+        typer.Option(help="With --target: print that job's entries as a prebuild list (YAML)."),
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="See --version.")] = None,
+) -> None:
+    """Print the GitHub Actions matrix of a prebuild list: one job per (version, target).
+
+    The JSON {"include": [{"version", "target", "profiles"}]} is sorted and
+    fits `strategy.matrix: ${{ fromJSON(...) }}`; a matrix holds at most 256
+    jobs, so a longer list is refused. With --version and --target it prints
+    the entries of that one job instead, for `asu-ci prebuild`.
+    """
+    import json
+
+    import yaml
+
+    from asu_ci.build.prebuild import read_list
+    from asu_ci.dispatch.github import matrix as actions_matrix
+    from asu_ci.dispatch.github import select
+    from asu_ci.errors import UsageError
+
+    entries = read_list(list_file)
+    if (version is None) != (target is None):
+        raise UsageError("--version and --target go together")
+    if version is None or target is None:
+        typer.echo(json.dumps(actions_matrix(entries, str(list_file)), separators=(",", ":")))
+        return
+    chosen = select(entries, version, target)
+    if not chosen:
+        raise UsageError(f"{list_file}: no entry for {version} {target}")
+    typer.echo(yaml.safe_dump(chosen, sort_keys=False, allow_unicode=True), nl=False)
+
+
+release_app = typer.Typer(
+    help="GitHub Releases as the store (tag build-<hash>): publish builds, mirror them back.\n\n"
+    "Uses github.repository, github.api_url and the token in $GITHUB_TOKEN "
+    "(github.token_env).",
+    no_args_is_help=True,
+)
+app.add_typer(release_app, name="release")
+
+HashesArg = Annotated[
+    list[str] | None, typer.Argument(metavar="[HASH]...", help="Request hashes (64 hex).")
+]
+
+
+def _hashes(values: list[str] | None) -> list[str]:
+    from asu_ci.errors import UsageError
+    from asu_ci.identity.hashing import is_request_hash
+
+    bad = [v for v in values or [] if not is_request_hash(v)]
+    if bad:
+        raise UsageError(f"not a request hash (64 lowercase hex digits): {bad[0][:80]!r}")
+    return list(values or [])
+
+
+@release_app.command("publish")
+def release_publish(ctx: typer.Context, hashes: HashesArg = None, public: PublicOpt = None) -> None:
+    """Upload builds of the local store to GitHub Releases.
+
+    For each HASH (default: every folder of <public>/store/ that a build on
+    this machine left): a finished build goes up file by file, build.json
+    last, so a release with build.json is complete; a failed one leaves its
+    status.json (detail and output tails) in the release. Re-runs upload
+    nothing twice and never touch a complete release.
+    """
+    from asu_ci.publish.local import LocalStore
+    from asu_ci.publish.releases import ReleasesStore, built_here, publish_folder
+
+    settings = ctx.obj.settings(public=public)
+    local = LocalStore(settings.public_dir / "store")
+    todo = _hashes(hashes) or built_here(local)
+    releases = ReleasesStore(settings.github, attempts=5)
+    try:
+        for request_hash in todo:
+            typer.echo(f"{request_hash}: {publish_folder(releases, local, request_hash)}", err=True)
+    finally:
+        releases.close()
+    typer.echo(f"release publish: {len(todo)} build(s) in {settings.github.repository}")
+
+
+@release_app.command("pull")
+def release_pull(
+    ctx: typer.Context,
+    hashes: HashesArg = None,
+    list_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--list",
+            metavar="LIST.yaml",
+            help="The requests of a prebuild list (needs the index).",
+        ),
+    ] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Every complete release of the repository.")
+    ] = False,
+    upstream: UpstreamOpt = None,
+    public: PublicOpt = None,
+    data: DataOpt = None,
+) -> None:
+    """Mirror finished builds from GitHub Releases into <public>/store/.
+
+    Copies build.json (and the 200 status.json) of each complete release, so
+    the static tree answers for it and build/prebuild skip it. Prints one line
+    for $GITHUB_OUTPUT: complete=true when every HASH (and list entry) is
+    published, else complete=false.
+    """
+    from asu_ci.errors import UsageError
+    from asu_ci.publish.local import LocalStore
+    from asu_ci.publish.releases import ReleasesStore, pull, pull_all
+
+    settings = ctx.obj.settings(upstream=upstream, public=public, data=data)
+    local = LocalStore(settings.public_dir / "store")
+    wanted = _hashes(hashes)
+    if list_file is not None:
+        from asu_ci.build.prebuild import plan, read_list
+        from asu_ci.index.catalog import Catalog
+
+        catalog = Catalog(settings.public_dir)
+        if not catalog.rendered():
+            raise UsageError(f"no index in {settings.public_dir}: run asu-ci render first")
+        planned = plan(
+            read_list(list_file),
+            catalog=catalog,
+            settings=settings,
+            store=local,
+            source=str(list_file),
+        )
+        wanted += [e.hash for g in planned.groups for e in g.entries]
+    if not wanted and not everything:
+        raise UsageError("name hashes, --list LIST.yaml or --all")
+    releases = ReleasesStore(settings.github, attempts=5)
+    missing = 0
+    try:
+        if everything:
+            mirrored, complete = pull_all(releases, local)
+            typer.echo(f"{complete} complete release(s), {mirrored} mirrored now", err=True)
+        for request_hash in dict.fromkeys(wanted):
+            found = pull(releases, local, request_hash)
+            missing += not found
+            typer.echo(f"{request_hash}: {'published' if found else 'not published'}", err=True)
+    finally:
+        releases.close()
+    typer.echo(f"complete={'false' if missing else 'true'}")

