@@ -1,8 +1,8 @@
 """kill -9 with real processes: the endpoint mid-build, everything mid-publish.
 
 ``asu-ci serve`` runs as a process of its own, configured by a YAML file,
-against the local mirror; ``make`` on its PATH is a wrapper that logs every
-run (and can hold ``make image``), so the test counts what really ran.
+against the local mirror; ``make`` on its PATH logs every run (and can hold
+``make image``), so the test counts what really ran.
 A watcher reads the store the whole time: whenever ``build.json`` is there,
 every image it names is there whole, and the API never answers 200 before.
 
@@ -21,9 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import signal
-import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +33,13 @@ import pytest
 
 from asu_ci.config import Settings
 from tests.conftest import BUILD_PROFILE, BUILD_TARGET, BUILD_VERSION, BuildWorld, make_build_world
-from tests.support.frontends import Serve, free_port, processes_mentioning, write_config
+from tests.support.frontends import (
+    CountingMake,
+    Serve,
+    free_port,
+    processes_mentioning,
+    write_config,
+)
 from tests.support.frontends import request as http
 from tests.support.mirror import MirrorServer
 
@@ -46,30 +50,13 @@ DEADLINE = 90.0
 #: Bytes per package in an image: ~20 MB images, so publishing takes long enough to catch.
 BYTES_PER_PACKAGE = 400_000
 
-MAKE_WRAPPER = """#!/bin/sh
-# make for tests/test_crash.py: logs each run; holds `make image` while {hold} exists.
-kind=other
-for arg in "$@"; do [ "$arg" = image ] && kind=image; done
-echo "start $kind $$" >> {log}
-if [ "$kind" = image ]; then
-  n=0
-  while [ -e {hold} ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n + 1)); done
-fi
-{make} "$@"
-rc=$?
-echo "end $kind $$ $rc" >> {log}
-exit $rc
-"""
-
 
 @dataclass
 class Rig:
     root: Path
     settings: Settings
     config: Path
-    bin: Path
-    log: Path
-    hold: Path
+    make: CountingMake
     port: int = field(default_factory=free_port)
 
     @property
@@ -77,13 +64,7 @@ class Rig:
         return self.settings.public_dir / "store"
 
     def serve(self) -> Serve:
-        return Serve(self.config, self.port, self.root / "serve.log", path=(self.bin,)).start()
-
-    def runs(self, kind: str) -> list[str]:
-        """``start``/``end`` lines of the make wrapper for ``kind`` (image or other)."""
-        if not self.log.exists():
-            return []
-        return [ln for ln in self.log.read_text().splitlines() if ln.split()[1] == kind]
+        return Serve(self.config, self.port, self.root / "serve.log", path=(self.make.bin,)).start()
 
 
 @pytest.fixture(scope="module")
@@ -100,15 +81,8 @@ def rig(build_world: BuildWorld, tmp_path_factory: pytest.TempPathFactory) -> It
     dumped = world.settings.model_dump(mode="json", exclude_none=True)
     dumped["server"]["rate_limit_per_minute"] = 1000
     config = write_config(root / "asu-ci.yaml", dumped)
-    wrapper = root / "bin" / "make"
-    wrapper.parent.mkdir()
-    real_make = shutil.which("make")
-    assert real_make is not None
-    log, hold = root / "make.log", root / "hold-make-image"
-    wrapper.write_text(MAKE_WRAPPER.format(log=log, hold=hold, make=real_make))
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     try:
-        yield Rig(root, world.settings, config, wrapper.parent, log, hold)
+        yield Rig(root, world.settings, config, CountingMake(root))
     finally:
         mirror = world.mirror
         assert isinstance(mirror, MirrorServer)
@@ -226,15 +200,15 @@ def build_process(rig: Rig, digest: str) -> int:
 
 
 def test_endpoint_killed_during_make_image(rig: Rig) -> None:
-    rig.hold.touch()
+    rig.make.hold.touch()
     serve = rig.serve()
     try:
         status, answer = post(serve.url, body("luci"))
         assert status == 202
         digest = answer["request_hash"]
-        images_before = len(rig.runs("image"))
+        images_before = len(rig.make.lines("image"))
         with Watcher(rig, digest):
-            wait_until("make image", lambda: len(rig.runs("image")) > images_before)
+            wait_until("make image", lambda: len(rig.make.lines("image")) > images_before)
             orphan = build_process(rig, digest)
             assert orphan
             serve.kill()
@@ -247,17 +221,17 @@ def test_endpoint_killed_during_make_image(rig: Rig) -> None:
             # The restarted endpoint knows the request: a repeat is a poll, not a new build.
             status, answer = post(serve.url, body("luci"))
             assert status == 202 and answer["request_hash"] == digest
-            rig.hold.unlink()
+            rig.make.hold.unlink()
             wait_until("the build", lambda: (rig.store / digest / "build.json").is_file())
             wait_until(
                 "the endpoint to answer 200",
                 lambda: http(f"{serve.url}/api/v1/build/{digest}")[0] == 200,
             )
     finally:
-        rig.hold.unlink(missing_ok=True)
+        rig.make.hold.unlink(missing_ok=True)
         serve.stop()
     check_published(rig, digest)
-    image_runs = rig.runs("image")[images_before:]
+    image_runs = rig.make.lines("image")[images_before:]
     assert [ln.split()[0] for ln in image_runs] == ["start", "end"], image_runs
     assert image_runs[1].endswith(" 0")
 

@@ -71,6 +71,55 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+MAKE_WRAPPER = """#!/bin/sh
+# make that logs each run (tests/support/frontends.py); holds `make image` while HOLD exists.
+target=other
+for arg in "$@"; do
+  case "$arg" in info|manifest|image|clean) target=$arg ;; esac
+done
+echo "start $target $$" >> {log}
+if [ "$target" = image ]; then
+  n=0
+  while [ -e {hold} ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n + 1)); done
+fi
+{make} "$@"
+rc=$?
+echo "end $target $$ $rc" >> {log}
+exit $rc
+"""
+
+
+class CountingMake:
+    """A ``make`` to put first on a server's PATH: it logs every run of the real one.
+
+    The build processes ``asu-ci serve`` starts inherit PATH, so the log holds
+    each ``make info|manifest|image`` a build ran (``start``/``end`` lines with
+    the pid and exit code). While ``hold`` exists, ``make image`` waits (60 s
+    at most) before it starts.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.bin = folder / "bin"
+        self.log = folder / "make.log"
+        self.hold = folder / "hold-make-image"
+        real = shutil.which("make")
+        if real is None:
+            raise RuntimeError("make is not installed")
+        self.bin.mkdir(parents=True, exist_ok=True)
+        wrapper = self.bin / "make"
+        wrapper.write_text(MAKE_WRAPPER.format(log=self.log, hold=self.hold, make=real))
+        wrapper.chmod(0o755)
+
+    def lines(self, target: str) -> list[str]:
+        """The log lines of ``target`` (info, manifest, image), oldest first."""
+        if not self.log.exists():
+            return []
+        return [ln for ln in self.log.read_text().splitlines() if ln.split()[1] == target]
+
+    def started(self, target: str) -> int:
+        return sum(1 for ln in self.lines(target) if ln.startswith("start "))
+
+
 def write_config(path: Path, settings: dict[str, Any]) -> Path:
     """An ``asu-ci.yaml`` with ``settings`` (paths as strings)."""
     path.write_text(yaml.safe_dump(settings, sort_keys=True))
