@@ -159,7 +159,7 @@ def load_settings(
 ) -> Settings:
     """Read the YAML file (``config``, ``$ASU_CI_CONFIG`` or ``./asu-ci.yaml``), env and flags."""
     env = dict(os.environ if environ is None else environ)
-    source = "defaults"
+    source = "configuration (env and flags)"
     raw: dict[str, Any] = {}
     path = config or (Path(env["ASU_CI_CONFIG"]) if env.get("ASU_CI_CONFIG") else None)
     if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
@@ -171,7 +171,7 @@ def load_settings(
         if not key.startswith(ENV_PREFIX) or key == "ASU_CI_CONFIG":
             continue
         dotted = key[len(ENV_PREFIX) :].lower().split("__")
-        _set(raw, dotted, _env_value(key, value))
+        _set(raw, dotted, _env_value(key, dotted, value))
     for key, value in (overrides or {}).items():
         if value is not None:
             _set(raw, key.split("."), value)
@@ -199,11 +199,28 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _env_value(key: str, value: str) -> Any:
+def _env_value(key: str, dotted: list[str], value: str) -> Any:
+    """A string for a text or path key (``ref=24.10`` stays ``"24.10"``); YAML otherwise."""
+    if _is_text(dotted) or not value.strip():
+        return value
     try:
-        return yaml.safe_load(value) if value.strip() else value
+        return yaml.safe_load(value)
     except yaml.YAMLError:
         raise ConfigError(f"{key}: value is not a valid YAML scalar or list") from None
+
+
+def _is_text(dotted: list[str]) -> bool:
+    model: type[BaseModel] | None = Settings
+    field = None
+    for part in dotted:
+        if model is None or (field := model.model_fields.get(part)) is None:
+            return False
+        model = _model_in(field.annotation)
+    if field is None or model is not None:
+        return False
+    args = set(getattr(field.annotation, "__args__", ())) - {type(None)}
+    kinds = args or {field.annotation}
+    return kinds <= {str, Path}
 
 
 def _set(raw: dict[str, Any], dotted: list[str], value: Any) -> None:
