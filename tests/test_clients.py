@@ -1,0 +1,332 @@
+"""Each real client's flow, replayed against ``asu-ci serve`` the way PROTOCOL.md describes it.
+
+A real server process on 127.0.0.1, builds with the test ImageBuilder from the
+local mirror, and the exact requests, headers and polling habits of LuCI, auc,
+owut and the OpenWrt Firmware Selector.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from asu_ci.dispatch.queue import Queue
+from tests.support.frontends import Serve, free_port, write_config
+from tests.support.mirror import MirrorServer
+
+pytest_plugins = ["tests.support.fixtures"]
+
+VERSION = "23.05.4"
+TARGET = "ath79/generic"
+BOARD = "tplink,archer-c7-v5"
+PROFILE = "tplink_archer-c7-v5"
+REVISION = "r24012-d8dd03c46f"
+LUCI_KNOWN_STEPS = {
+    "init",
+    "download_imagebuilder",
+    "unpack_imagebuilder",
+    "calculate_packages_hash",
+    "building_image",
+}
+#: Enough for a few builds of the test ImageBuilder on a busy 2-core machine.
+BUILD_DEADLINE = 90.0
+
+
+class Server:
+    def __init__(self, serve: Serve, data: Path) -> None:
+        self.serve = serve
+        self.url = serve.url
+        self.data = data
+        self.http = requests.Session()
+        self.http.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.http.get(self.url + path, timeout=10, **kwargs)
+
+    def post(self, body: dict[str, Any], **kwargs: Any) -> requests.Response:
+        return self.http.post(self.url + "/api/v1/build", json=body, timeout=10, **kwargs)
+
+    def wait_done(self, request_hash: str, interval: float = 0.2) -> requests.Response:
+        deadline = time.monotonic() + BUILD_DEADLINE
+        while time.monotonic() < deadline:
+            r = self.get(f"/api/v1/build/{request_hash}")
+            assert r.headers["X-Imagebuilder-Status"] in LUCI_KNOWN_STEPS | {"done", "failed"}
+            if r.status_code != 202:
+                return r
+            time.sleep(interval)
+        raise AssertionError(f"{request_hash} did not finish in {BUILD_DEADLINE} s")
+
+    def queue(self) -> Queue:
+        return Queue(self.data / "queue.sqlite3")
+
+
+@pytest.fixture(scope="module")
+def server(
+    upstream_mirror: MirrorServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("clients")
+    config = write_config(
+        home / "asu-ci.yaml",
+        {
+            "upstream": upstream_mirror.url,
+            "public": str(home / "public"),
+            "data": str(home / "data"),
+            "local": {"workers": 2},
+            "server": {"rate_limit_per_minute": 1000},
+        },
+    )
+    serve = Serve(config, free_port(), home / "serve.log").start(timeout=120)
+    try:
+        yield Server(serve, home / "data")
+    finally:
+        serve.stop()
+
+
+def check_download(server: Server, body: dict[str, Any], headers: dict[str, str]) -> None:
+    """Every image is served whole with Content-Length, CORS and the sha256 of the body."""
+    assert body["images"], body
+    for image in body["images"]:
+        assert {"name", "type", "filesystem", "sha256"} <= set(image)
+        r = server.get(f"/store/{body['bin_dir']}/{image['name']}", headers=headers)
+        assert r.status_code == 200
+        assert r.headers["Content-Length"] == str(len(r.content))
+        assert "chunked" not in r.headers.get("Transfer-Encoding", "")
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        assert hashlib.sha256(r.content).hexdigest() == image["sha256"]
+
+
+def test_luci(server: Server) -> None:
+    """LuCI: JSON content type on every call (so CORS preflights), `?<ms>`, board name with a
+    comma, polls every 5 s without waiting for the previous answer."""
+    origin = {"Origin": "http://192.168.1.1"}
+    luci = {"Content-Type": "application/json", **origin}
+    ms = int(time.time() * 1000)
+    pre = server.http.options(
+        f"{server.url}/api/v1/overview?{ms}",
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "content-type",
+        },
+        timeout=10,
+    )
+    assert pre.status_code == 204
+    assert pre.headers["Access-Control-Allow-Origin"] == "*"
+    overview = server.get(f"/api/v1/overview?{ms}", headers=luci)
+    assert overview.headers["Access-Control-Allow-Origin"] == "*"
+    assert overview.json()["latest"] == [VERSION]
+    assert server.get(f"/api/overview?{ms}", headers=luci).json()["latest"] == [VERSION]
+
+    body = {
+        "version": VERSION,
+        "target": TARGET,
+        "profile": BOARD,
+        "packages": ["base-files", "busybox", "dnsmasq", "luci", "-ppp", "-ppp-mod-pppoe"],
+        "diff_packages": True,
+        "filesystem": "squashfs",
+        "client": "luci/git-24.086.45142-09d5a38",
+    }
+    first = server.http.post(f"{server.url}/api/v1/build?{ms}", json=body, headers=luci, timeout=10)
+    assert first.status_code == 202, first.text
+    assert first.headers["Access-Control-Allow-Origin"] == "*"
+    request_hash = first.json()["request_hash"]
+    assert first.json()["imagebuilder_status"] in LUCI_KNOWN_STEPS
+
+    # LuCI fires a poll on a timer and does not wait for the previous one to return.
+    deadline = time.monotonic() + BUILD_DEADLINE
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        while True:
+            polls = [
+                pool.submit(
+                    server.get,
+                    f"/api/v1/build/{request_hash}?{int(time.time() * 1000)}",
+                    headers=luci,
+                )
+                for _ in range(3)
+            ]
+            answers = [p.result() for p in polls]
+            for r in answers:
+                assert r.status_code in (200, 202), r.text
+                assert r.json()["imagebuilder_status"] in LUCI_KNOWN_STEPS | {"done"}
+            if any(r.status_code == 200 for r in answers):
+                done = next(r for r in answers if r.status_code == 200)
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+    result = done.json()
+    assert result["status"] == 200
+    assert result["id"] == PROFILE
+    assert result["request_hash"] == request_hash
+    assert "luci" in result["manifest"]
+    assert "ppp-mod-pppoe" not in result["manifest"]
+    check_download(server, result, origin)
+
+
+def test_auc(server: Server) -> None:
+    """auc: branches.json → the board file with `_` → index files → POST with only
+    packages_versions → polls every 2 s → download checked against Content-Length."""
+    ua = {"User-Agent": "auc/0.3.2-1"}
+    branches = server.get("/json/v1/branches.json", headers=ua).json()
+    branch = next(b for b in branches if VERSION in b["versions"])
+    path = branch["path"].replace("{version}", VERSION)
+    board_file = server.get(f"/json/v1/{path}/targets/{TARGET}/{BOARD.replace(',', '_')}.json")
+    assert board_file.status_code == 200
+    device = board_file.json()
+    assert device["metadata_version"] == 1
+    assert device["target"] == TARGET
+    assert device["version_code"] == REVISION
+    arch = device["arch_packages"]
+    target_index = server.get(f"/json/v1/{path}/targets/{TARGET}/index.json").json()
+    assert target_index["architecture"] == arch
+    feeds = server.get(f"/json/v1/{path}/packages/{arch}-index.json").json()
+    installed = {name: feeds[name] for name in ("luci", "dnsmasq") if name in feeds}
+    installed.update({n: v for n, v in target_index["packages"].items() if n == "base-files"})
+    assert installed
+
+    body = {
+        "version": VERSION,
+        "version_code": device["version_code"],
+        "target": TARGET,
+        "profile": BOARD.replace(",", "_"),
+        "packages_versions": installed,
+        "diff_packages": True,
+        "filesystem": "squashfs",
+    }
+    first = server.post(body, headers=ua)
+    assert first.status_code == 202, first.text
+    done = server.wait_done(first.json()["request_hash"], interval=0.5)
+    assert done.status_code == 200, done.text
+    result = done.json()
+    for name, version in installed.items():
+        assert result["manifest"][name] == version
+    check_download(server, result, ua)
+
+
+def test_owut(server: Server) -> None:
+    """owut: overview.json, a POST with rootfs size and a first-boot script, HEAD polls
+    reading only the headers, judged by the body's `status`; reads back `request`."""
+    overview = server.get("/json/v1/overview.json").json()
+    assert overview["server"]["allow_defaults"] is True
+    assert overview["branches"]
+    defaults = "uci set system.@system[0].hostname='owut-test'\nuci commit system\n"
+    body = {
+        "version": VERSION,
+        "version_code": REVISION,
+        "target": TARGET,
+        "profile": PROFILE,
+        "packages": ["luci", "tcpdump"],
+        "diff_packages": True,
+        "filesystem": "squashfs",
+        "rootfs_size_mb": 128,
+        "defaults": defaults,
+        "client": "owut/2024.07.01~189b2721-r1",
+    }
+    first = server.post(body)
+    assert first.json()["status"] == 202
+    request_hash = first.json()["request_hash"]
+    deadline = time.monotonic() + BUILD_DEADLINE
+    while True:
+        head = server.http.head(f"{server.url}/api/v1/build/{request_hash}", timeout=10)
+        assert head.content == b""
+        assert "X-Queue-Position" in head.headers
+        if head.headers["X-Imagebuilder-Status"] == "done":
+            assert head.status_code == 200
+            break
+        assert head.headers["X-Imagebuilder-Status"] in LUCI_KNOWN_STEPS
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    result = server.get(f"/api/v1/build/{request_hash}").json()
+    assert result["status"] == 200
+    assert result["request"]["version_code"] == REVISION
+    assert result["request"]["rootfs_size_mb"] == 128
+    assert result["request"]["defaults"] == defaults
+    sysupgrade = next(i for i in result["images"] if i["type"] == "sysupgrade")
+    image = server.get(f"/store/{result['bin_dir']}/{sysupgrade['name']}").content
+    assert b"owut-test" in image, "the first-boot script is inside the image"
+
+
+def test_firmware_selector(server: Server) -> None:
+    """OFS: the download-server files, then its POST body, then 5 s polls of the hash."""
+    versions = server.get(
+        "/.versions.json", headers={"Origin": "https://firmware-selector.openwrt.org"}
+    )
+    assert versions.headers["Access-Control-Allow-Origin"] == "*"
+    assert VERSION in versions.json()["versions_list"]
+    assert versions.json()["stable_version"] == VERSION
+    overview = server.get(f"/releases/{VERSION}/.overview.json").json()
+    entry = next(p for p in overview["profiles"] if p["id"] == PROFILE)
+    assert entry["target"] == TARGET and entry["titles"]
+    profiles = server.get(f"/releases/{VERSION}/targets/{TARGET}/profiles.json").json()
+    device = profiles["profiles"][PROFILE]
+    packages = sorted(set(profiles["default_packages"]) | set(device["device_packages"]))
+    body = {
+        "profile": PROFILE,
+        "target": TARGET,
+        "packages": [*packages, "luci"],
+        "defaults": "",
+        "version_code": profiles["version_code"],
+        "version": VERSION,
+        "diff_packages": True,
+        "client": "ofs/4.1.2",
+    }
+    first = server.post(body)
+    assert first.status_code == 202
+    assert first.json()["request_hash"], "without it OFS re-POSTs every 5 s"
+    done = server.wait_done(first.json()["request_hash"])
+    result = done.json()
+    for field in ("bin_dir", "titles", "manifest", "build_cmd", "images", "request_hash"):
+        assert result[field], field
+    check_download(server, result, {})
+
+
+def test_a_failed_build_is_500_and_not_retried_at_once(server: Server) -> None:
+    body = {
+        "version": VERSION,
+        "target": TARGET,
+        "profile": PROFILE,
+        "packages": ["dnsmasq-full"],
+        "client": "test/1",
+    }
+    first = server.post(body)
+    assert first.status_code == 202
+    request_hash = first.json()["request_hash"]
+    failed = server.wait_done(request_hash)
+    assert failed.status_code == 500
+    result = failed.json()
+    assert result["status"] == 500
+    assert result["imagebuilder_status"] == "failed"
+    assert failed.headers["X-Imagebuilder-Status"] == "failed"
+    assert "Impossible package selection" in result["detail"]
+    assert "stdout" in result and "stderr" in result
+    again = server.post(body)
+    assert again.status_code == 500
+    assert server.queue().get(request_hash).attempts == 1  # type: ignore[union-attr]
+
+
+def test_200_concurrent_identical_posts_give_one_build(server: Server) -> None:
+    body = {
+        "version": VERSION,
+        "target": TARGET,
+        "profile": PROFILE,
+        "packages": ["luci", "htop"],
+        "client": "test/1",
+    }
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda _: server.post(body), range(200)))
+    assert {r.status_code for r in answers} <= {200, 202}
+    hashes = {r.json()["request_hash"] for r in answers}
+    assert len(hashes) == 1
+    request_hash = hashes.pop()
+    assert server.wait_done(request_hash).status_code == 200
+    row = server.queue().get(request_hash)
+    assert row is not None and row.state == "done" and row.attempts == 1
+    again = server.post(body)
+    assert again.status_code == 200
+    assert again.headers["X-Imagebuilder-Status"] == "done"
