@@ -12,22 +12,16 @@ import hashlib
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from asu_ci.config import Settings, load_settings
 from asu_ci.site import ASSETS, render_site, source_dir
+from tests.support.frontends import Serve, free_port, write_config
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -118,66 +112,24 @@ class Service:
         return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"asu-ci serve ended with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/api/v1/overview", timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except (OSError, urllib.error.URLError):
-            time.sleep(0.2)
-    pytest.fail(f"asu-ci serve did not answer within 60 s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def service(upstream_mirror: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """``asu-ci serve`` on a free port over an index rendered from the local mirror."""
-    from asu_ci.index.render import render_tree
-
+    """``asu-ci serve`` on a free port; its first start renders the index and the site."""
     home = tmp_path_factory.mktemp("site")
-    port = _free_port()
-    config = {
-        "upstream": upstream_mirror.url,
-        "public": str(home / "public"),
-        "data": str(home / "data"),
-        "host": "127.0.0.1",
-        "port": port,
-        "local": {"workers": 2},
-    }
-    config_file = home / "asu-ci.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    settings = load_settings(config_file, environ={})
-    render_tree(settings)
-    render_site(settings)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASU_CI_")}
-    log = home / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "asu_ci", "--config", str(config_file), "serve"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
+    config = write_config(
+        home / "asu-ci.yaml",
+        {
+            "upstream": upstream_mirror.url,
+            "public": str(home / "public"),
+            "data": str(home / "data"),
+            "local": {"workers": 2},
+        },
+    )
+    serve = Serve(config, free_port(), home / "serve.log").start(timeout=120)
     try:
-        _wait_ready(url, process, log)
-        yield Service(url, settings.public_dir, upstream_mirror.url, log)
+        yield Service(serve.url, home / "public", upstream_mirror.url, serve.log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        serve.stop()
 
 
 # --- the browser ---------------------------------------------------------------
