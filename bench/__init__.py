@@ -1,0 +1,1 @@
+"""Benchmarks of asu-ci (not tests; run one with `.venv/bin/python -m bench.NAME`)."""
