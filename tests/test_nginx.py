@@ -36,6 +36,7 @@ from tests.support.frontends import (
     write_config,
 )
 from tests.support.frontends import request as http
+from tests.support.tools import require
 
 LUCI_STEPS = {"init", "download_imagebuilder", "unpack_imagebuilder", "calculate_packages_hash"}
 LUCI_STEPS |= {"building_image"}
@@ -82,8 +83,7 @@ class Front:
 @pytest.fixture(params=["nginx", "caddy"])
 def front(request: pytest.FixtureRequest, app: App, tmp_path: Path) -> Iterator[Front]:
     kind = request.param
-    if not Path(NGINX if kind == "nginx" else CADDY).exists():
-        pytest.skip(f"{kind} is not installed (scripts/test installs nginx)")
+    require(NGINX if kind == "nginx" else CADDY, f"apt-get install {kind}")
     port = free_port()
     server = (
         Nginx(tmp_path / kind, app.public, app.serve.port, port)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import pytest
 from asu_ci.config import Settings, load_settings
 from asu_ci.site import ASSETS, render_site, source_dir
 from tests.support.frontends import Serve, free_port, write_config
+from tests.support.tools import require
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -138,9 +138,9 @@ def service(upstream_mirror: Any, tmp_path_factory: pytest.TempPathFactory) -> I
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Debian's chromium, headless, with a fresh profile."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is missing: scripts/test installs it (apt-get install chromium)")
+    require(CHROMIUM, "apt-get install chromium")
+    from playwright import sync_api
+
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS

@@ -1,0 +1,21 @@
+"""System tools some tests drive (chromium, nginx, caddy): skip here, fail in CI.
+
+``scripts/test`` installs every one of them, so under CI (``CI=true``) a
+missing tool is a broken set-up step, not a reason to skip.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def require(path: str, how: str) -> None:
+    """Skip the test when ``path`` is not an executable; fail instead under CI."""
+    if os.access(path, os.X_OK):
+        return
+    message = f"{path} is missing: {how}"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message + " (scripts/test should have installed it)")
+    pytest.skip(message)
