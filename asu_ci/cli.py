@@ -278,7 +278,7 @@ def build(
     from asu_ci.build.job import run_build
     from asu_ci.errors import RequestError, UsageError
     from asu_ci.identity.hashing import request_hash
-    from asu_ci.identity.request import BuildRequest
+    from asu_ci.identity.request import BuildRequest, describe_errors
     from asu_ci.identity.validate import NormalizedRequest, normalize
     from asu_ci.index.catalog import Catalog
     from asu_ci.publish.local import LocalStore
@@ -292,9 +292,8 @@ def build(
     try:
         given = NormalizedRequest.from_json(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "request"
-        raise RequestError(f"The request is not valid: {where}: {err['msg']}") from None
+        detail = describe_errors(exc.errors(), limit=1)
+        raise RequestError(f"The request is not valid: {detail}") from None
     try:
         normalized = normalize(BuildRequest.model_validate(raw), catalog, settings.server)
     except AsuCiError:

@@ -47,7 +47,7 @@ from asu_ci.errors import (
     RequestError,
 )
 from asu_ci.identity.hashing import is_request_hash, request_hash
-from asu_ci.identity.request import BuildRequest
+from asu_ci.identity.request import BuildRequest, describe_errors
 from asu_ci.identity.validate import NormalizedRequest, normalize
 from asu_ci.index.catalog import Catalog
 from asu_ci.publish import bodies
@@ -225,14 +225,10 @@ class Service:
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
-    """One readable line from pydantic's errors (never echoing the hostile input)."""
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        if err.get("type") == "json_invalid":
-            return "The request body is not valid JSON"
-        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-    return "Invalid request: " + "; ".join(parts)
+    detail = describe_errors(exc.errors())
+    if detail == "the body is not valid JSON":
+        return "The request body is not valid JSON"
+    return "Invalid request: " + detail
 
 
 def make_dispatcher(settings: Settings, queue: Queue, store: LocalStore) -> Dispatcher:

@@ -29,7 +29,7 @@ from asu_ci.build.job import BuildStore, run_build
 from asu_ci.config import Settings
 from asu_ci.errors import AsuCiError, UsageError
 from asu_ci.identity.hashing import request_hash
-from asu_ci.identity.request import BuildRequest
+from asu_ci.identity.request import BuildRequest, describe_errors
 from asu_ci.identity.validate import NormalizedRequest, normalize
 from asu_ci.index.catalog import Catalog
 from asu_ci.upstream.source import Upstream
@@ -137,9 +137,7 @@ def _validate(item: Any, catalog: Catalog, settings: Settings) -> NormalizedRequ
     try:
         request = BuildRequest.model_validate(item)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "entry"
-        raise ValueError(f"{where}: {err['msg']}") from None
+        raise ValueError(describe_errors(exc.errors(), limit=1)) from None
     try:
         return normalize(request, catalog, settings.server)
     except AsuCiError as exc:

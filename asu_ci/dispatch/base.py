@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
+
+from asu_ci.dispatch.queue import Queue
+from asu_ci.errors import BuildError
+from asu_ci.publish import bodies
+from asu_ci.publish.base import Store
+
+log = logging.getLogger(__name__)
 
 
 class Dispatcher(Protocol):
@@ -25,3 +33,16 @@ class Dispatcher(Protocol):
     def stop(self) -> None:
         """Stop taking work; builds already running finish on their own."""
         ...
+
+
+def recover(queue: Queue, store: Store, reason: str) -> None:
+    """What every backend does first: take back the requests a dead process left.
+
+    Requests that were running go back to the queue; those that have been
+    picked up too often end as failed with ``reason`` in their status.
+    """
+    requeued, failed = queue.recover()
+    for request_hash in failed:
+        store.write_status(request_hash, bodies.failed(request_hash, BuildError(reason)))
+    if requeued:
+        log.warning("picked up %d request(s) left by a previous run", len(requeued))

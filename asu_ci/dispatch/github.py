@@ -63,6 +63,7 @@ from github.Workflow import Workflow
 from github.WorkflowRun import WorkflowRun
 
 from asu_ci.config import Settings
+from asu_ci.dispatch.base import recover
 from asu_ci.dispatch.queue import Queue, Row
 from asu_ci.errors import BackendUnavailableError, BuildError, UsageError
 from asu_ci.identity.request import PROFILE, TARGET, VERSION
@@ -199,17 +200,7 @@ class GitHubDispatcher:
     # -- the Dispatcher protocol -------------------------------------------------
 
     def start(self) -> None:
-        requeued, failed = self.queue.recover()
-        for request_hash in failed:
-            self.store.write_status(
-                request_hash,
-                bodies.failed(
-                    request_hash,
-                    BuildError("The endpoint restarted several times during this build"),
-                ),
-            )
-        if requeued:
-            log.warning("picked up %d request(s) left by a previous run", len(requeued))
+        recover(self.queue, self.store, "The endpoint restarted several times during this build")
         for name, target in (("dispatch", self._dispatch_loop), ("follow", self._follow_loop)):
             thread = threading.Thread(target=target, name=f"asu-ci-github-{name}", daemon=True)
             thread.start()

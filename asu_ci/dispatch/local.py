@@ -16,6 +16,7 @@ from pathlib import Path
 
 from asu_ci import fsutil
 from asu_ci.config import Settings
+from asu_ci.dispatch.base import recover
 from asu_ci.dispatch.queue import Queue, Row
 from asu_ci.errors import AsuCiError, BuildError
 from asu_ci.proc import run, tail
@@ -56,17 +57,9 @@ class LocalPool:
     def start(self) -> None:
         self.jobs.mkdir(parents=True, exist_ok=True)
         self._config = write_effective_config(self.settings)
-        requeued, failed = self.queue.recover()
-        for request_hash in failed:
-            self.store.write_status(
-                request_hash,
-                bodies.failed(
-                    request_hash,
-                    BuildError("The build stopped its builder several times and was given up"),
-                ),
-            )
-        if requeued:
-            log.warning("picked up %d request(s) left by a previous run", len(requeued))
+        recover(
+            self.queue, self.store, "The build stopped its builder several times and was given up"
+        )
         for i in range(self.settings.worker_count):
             thread = threading.Thread(target=self._work, name=f"asu-ci-worker-{i}", daemon=True)
             thread.start()

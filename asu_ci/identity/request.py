@@ -8,6 +8,7 @@ checked in :mod:`asu_ci.identity.validate`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -146,3 +147,17 @@ class BuildRequest(BaseModel):
     @classmethod
     def _filesystem(cls, value: Any) -> Any:
         return value or None
+
+
+def describe_errors(errors: Iterable[Mapping[str, Any]], limit: int = 5) -> str:
+    """pydantic's (or FastAPI's) errors as one readable line, never echoing the input.
+
+    Locations drop FastAPI's leading ``body``; an unparsable body says just that.
+    """
+    parts = []
+    for err in list(errors)[:limit]:
+        if err.get("type") == "json_invalid":
+            return "the body is not valid JSON"
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return "; ".join(parts)
