@@ -32,6 +32,7 @@ from asu_ci.fsutil import dumps, read_json, write_bytes, write_json
 from asu_ci.site import render_site
 from asu_ci.upstream.metadata import (
     FEEDS,
+    INDEX_NAMES,
     VERSIONS_FILE,
     Release,
     Versions,
@@ -204,7 +205,9 @@ class _Renderer:
         relpath = profiles_relpath(release.path, target)
         profiles = self.upstream.get(relpath)
         folder = target_index_folder(release.path, target)
-        index = find_index(self.upstream, folder, self._sources(key))
+        index = find_index(
+            self.upstream, folder, self._sources(key), self._index_names(release.path)
+        )
         inputs = {
             "path": release.path,
             "arch": arch,
@@ -231,8 +234,10 @@ class _Renderer:
         key = f"arch:{release.path}:{arch}"
         prefer = self._sources(key)
         indexes = {}
+        candidates = self._index_names(release.path)
         for feed in FEEDS:
-            index = find_index(self.upstream, feed_folder(release.path, arch, feed), prefer)
+            folder = feed_folder(release.path, arch, feed)
+            index = find_index(self.upstream, folder, prefer, candidates)
             if index is not None:
                 indexes[feed] = index
         inputs = {feed: [relpath, f.digest] for feed, (relpath, f) in indexes.items()}
@@ -388,6 +393,20 @@ class _Renderer:
     def _sources(self, key: str) -> Collection[str]:
         old = self.old.get(key)
         return set(old["sources"]) if old else set()
+
+    def _index_names(self, path: str) -> Collection[str]:
+        """The index file names a release used last time (all of them when none is known).
+
+        A folder without an index then costs one request on a warm run, not one per
+        format.
+        """
+        names = {
+            source.rsplit("/", 1)[-1]
+            for key, record in self.old.items()
+            if key.split(":")[1:2] == [path]
+            for source in record.get("sources", ())
+        }
+        return names or INDEX_NAMES
 
     def _parse_index(self, index: tuple[str, Fetched]) -> PackageIndex:
         relpath, fetched = index

@@ -187,14 +187,18 @@ def feed_folder(path: str, arch: str, feed: str) -> str:
 
 
 def find_index(
-    upstream: Upstream, folder: str, prefer: Collection[str] = ()
+    upstream: Upstream,
+    folder: str,
+    prefer: Collection[str] = (),
+    candidates: Collection[str] = INDEX_NAMES,
 ) -> tuple[str, Fetched] | None:
     """The first index file of ``folder`` that exists: ``(relpath, fetched)``.
 
     Names in ``prefer`` (the files found last time) are tried first, so a warm
-    run asks once per folder.
+    run asks once per folder; ``candidates`` narrows the names tried (a
+    release publishes one format, so once it is known the others need no asking).
     """
-    names = [f"{folder}/{name}" for name in INDEX_NAMES]
+    names = [f"{folder}/{name}" for name in INDEX_NAMES if name in candidates]
     names.sort(key=lambda relpath: relpath not in prefer)
     for relpath in names:
         fetched = upstream.get(relpath)
