@@ -83,7 +83,7 @@ def render_site(settings: Settings, public: Path | None = None) -> tuple[int, in
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    digests = {rel: hashlib.sha256(data).hexdigest()[:16] for rel, data in assets.items()}
+    digests = {rel: hashlib.sha256(data).hexdigest() for rel, data in assets.items()}
     context = {
         "title": TITLE,
         "version": __version__,
