@@ -264,6 +264,14 @@ def build(
     force: Annotated[
         bool, typer.Option("--force", help="Try a recently failed request again now.")
     ] = False,
+    expect_hash: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-hash",
+            help="Refuse to build unless the request hashes to this (a dispatched job's "
+            "hash input).",
+        ),
+    ] = None,
 ) -> None:
     """Build one request with the ImageBuilder and publish it to the store.
 
@@ -302,6 +310,11 @@ def build(
         # The build job validates again, records the failure under this hash and raises.
         normalized = given
     key = request_hash(normalized)
+    if expect_hash is not None and expect_hash != key:
+        raise RequestError(
+            f"The request hashes to {key}, not to the expected {expect_hash[:64]}; "
+            "the dispatched hash and request do not belong together"
+        )
     folder = store.folder(key)
     extras = "".join(
         f", {word}"

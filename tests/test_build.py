@@ -598,6 +598,14 @@ def test_cli_build_dry_run_and_failure_exit_code(build_world: BuildWorld, tmp_pa
     assert invalid.exit_code == 2
     assert "Unsupported profile: no-such-device" in invalid.output
 
+    mismatched = runner.invoke(
+        app, ["--config", str(config), "build", "--request", "-", "--expect-hash", "0" * 64],
+        input=json.dumps(request),
+    )  # fmt: skip
+    assert mismatched.exit_code == 2
+    assert "not to the expected" in mismatched.output
+    assert not list((tmp_path / "public" / "store").glob("*/build.json"))
+
 
 def test_parsers_read_the_real_formats() -> None:
     info = job.parse_info(
