@@ -15,7 +15,6 @@ import pytest
 from asu_ci.build import imagebuilder, usign
 from asu_ci.build.imagebuilder import (
     Archive,
-    FileLock,
     ImageBuilderCache,
     configure_repositories,
     find_archive,
@@ -26,6 +25,7 @@ from asu_ci.build.imagebuilder import (
 )
 from asu_ci.config import Build
 from asu_ci.errors import BuildError, ImageBuilderError
+from asu_ci.fsutil import FileLock
 from asu_ci.upstream.source import Upstream
 from tests.conftest import BUILD_TARGET, BUILD_VERSION, BuildWorld
 from tests.support.imagebuilder import (

@@ -8,6 +8,7 @@ import operator
 import re
 import shutil
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from asu_ci import __version__
 from asu_ci.cli import app
 from asu_ci.config import Branch, Server, Settings
 from asu_ci.errors import UpstreamError
+from asu_ci.fsutil import FileLock
 from asu_ci.http import Session
 from asu_ci.index.render import RenderSummary, render_tree
 from asu_ci.upstream import source
@@ -477,3 +479,19 @@ def test_summary_line_counts_in_words() -> None:
         "rendered 2 versions, 1 target, 0 profiles, 1 package in 0.2 s "
         "(3 files written, 4 unchanged; 1 request, 2.5 MB downloaded)"
     )
+
+
+def test_a_second_render_at_once_waits_for_the_first(full: Rendered) -> None:
+    settings = _settings(full.mirror.url, full.home)
+    finished = threading.Event()
+
+    def second() -> None:
+        render_tree(settings)
+        finished.set()
+
+    with FileLock(settings.data_dir / "render.lock"):
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not finished.wait(0.5), "a render ran while another held the data folder"
+    thread.join(timeout=60)
+    assert finished.is_set()

@@ -37,7 +37,6 @@ reach the shared tree or another build.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import lzma
@@ -50,7 +49,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from types import TracebackType
 from typing import IO, Any
 
 import zstandard
@@ -59,6 +57,7 @@ from asu_ci import fsutil
 from asu_ci.build import usign
 from asu_ci.config import Build
 from asu_ci.errors import BuildError, ImageBuilderError, UpstreamError
+from asu_ci.fsutil import FileLock
 from asu_ci.upstream.source import Upstream
 
 ProgressFn = Callable[[int, int | None], None]
@@ -70,65 +69,6 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *]([^/\s]+)$")
 _ARCHIVE_SUFFIXES = (".tar.zst", ".tar.xz")
 _CHUNK = 1 << 20
-
-
-class FileLock:
-    """An ``flock`` on a file path, shared or exclusive.
-
-    The holder of an exclusive lock may remove the file (``release(remove=True)``);
-    a process that was waiting on the removed file notices (the path no longer
-    names the file it locked) and locks the new one instead.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def acquire(self, *, shared: bool = False, blocking: bool = True) -> bool:
-        """Take the lock; with ``blocking=False`` return False instead of waiting."""
-        mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
-        if self._fd is not None:
-            raise RuntimeError(f"{self.path} is already locked by this object")
-        while True:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                fcntl.flock(fd, mode)
-            except BlockingIOError:
-                os.close(fd)
-                return False
-            except BaseException:
-                os.close(fd)
-                raise
-            try:
-                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                current = False
-            if current:
-                self._fd = fd
-                return True
-            os.close(fd)
-
-    def release(self, *, remove: bool = False) -> None:
-        """Let go; ``remove`` (only while holding it exclusive) deletes the file first."""
-        if self._fd is None:
-            return
-        if remove:
-            self.path.unlink(missing_ok=True)
-        os.close(self._fd)
-        self._fd = None
-
-    def __enter__(self) -> FileLock:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,10 @@ from pydantic import ValidationError
 
 from asu_ci import fsutil, proc
 from asu_ci.build import imagebuilder
-from asu_ci.build.imagebuilder import Archive, FileLock, ImageBuilderCache, ProgressFn, StepFn
+from asu_ci.build.imagebuilder import Archive, ImageBuilderCache, ProgressFn, StepFn
 from asu_ci.config import Settings
 from asu_ci.errors import AsuCiError, BuildError, RequestError
+from asu_ci.fsutil import FileLock
 from asu_ci.identity.hashing import request_hash
 from asu_ci.identity.request import BuildRequest
 from asu_ci.identity.validate import (

@@ -28,7 +28,7 @@ from typing import Any
 
 from asu_ci import __version__
 from asu_ci.config import Branch, Settings
-from asu_ci.fsutil import dumps, read_json, write_bytes, write_json
+from asu_ci.fsutil import FileLock, dumps, read_json, write_bytes, write_json
 from asu_ci.site import render_site
 from asu_ci.upstream.metadata import (
     FEEDS,
@@ -131,6 +131,8 @@ def render_tree(
             cache = settings.data_dir / "cache" / "upstream"
             upstream = stack.enter_context(Upstream(settings.upstream, cache))
         requests, downloaded = upstream.requests, upstream.bytes_downloaded
+        # One render at a time per data folder: a second one waits, then finds little to do.
+        stack.enter_context(FileLock(settings.data_dir / "render.lock"))
         renderer = _Renderer(settings, upstream)
         done = renderer.run(on_progress)
         site_written, site_unchanged = render_site(settings)
