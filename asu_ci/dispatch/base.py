@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from asu_ci.dispatch.queue import Queue
+from asu_ci.dispatch.queue import MAX_ATTEMPTS, Queue
 from asu_ci.errors import BuildError
 from asu_ci.publish import bodies
 from asu_ci.publish.base import Store
@@ -35,14 +35,15 @@ class Dispatcher(Protocol):
         ...
 
 
-def recover(queue: Queue, store: Store, reason: str) -> None:
+def recover(queue: Queue, store: Store, give_up: str | None) -> None:
     """What every backend does first: take back the requests a dead process left.
 
-    Requests that were running go back to the queue; those that have been
-    picked up too often end as failed with ``reason`` in their status.
+    Requests that were running go back to the queue. With ``give_up`` (the
+    reason shown to the client), those picked up MAX_ATTEMPTS times end as
+    failed instead; without it none is given up.
     """
-    requeued, failed = queue.recover()
+    requeued, failed = queue.recover(MAX_ATTEMPTS if give_up is not None else None)
     for request_hash in failed:
-        store.write_status(request_hash, bodies.failed(request_hash, BuildError(reason)))
+        store.write_status(request_hash, bodies.failed(request_hash, BuildError(str(give_up))))
     if requeued:
         log.warning("picked up %d request(s) left by a previous run", len(requeued))

@@ -200,7 +200,8 @@ class GitHubDispatcher:
     # -- the Dispatcher protocol -------------------------------------------------
 
     def start(self) -> None:
-        recover(self.queue, self.store, "The endpoint restarted several times during this build")
+        # A run on GitHub outlives the endpoint: a restart follows it again, however often.
+        recover(self.queue, self.store, give_up=None)
         for name, target in (("dispatch", self._dispatch_loop), ("follow", self._follow_loop)):
             thread = threading.Thread(target=target, name=f"asu-ci-github-{name}", daemon=True)
             thread.start()

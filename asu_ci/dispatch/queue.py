@@ -135,17 +135,19 @@ class Queue:
         with self._tx() as db:
             db.execute("UPDATE requests SET backend_ref = ? WHERE hash = ?", (ref, request_hash))
 
-    def recover(self) -> tuple[list[str], list[str]]:
-        """After a crash: running rows go back to the queue, or fail after MAX_ATTEMPTS.
+    def recover(self, max_attempts: int | None = MAX_ATTEMPTS) -> tuple[list[str], list[str]]:
+        """After a crash: running rows go back to the queue, or fail after ``max_attempts``.
 
-        Returns (requeued hashes, failed hashes).
+        ``None``: never give up (a backend whose builds outlive the endpoint and are
+        followed again, not restarted). Returns (requeued hashes, failed hashes).
         """
+        limit = max_attempts if max_attempts is not None else float("inf")
         with self._tx() as db:
             rows = db.execute(
                 "SELECT hash, attempts FROM requests WHERE state = 'running'"
             ).fetchall()
-            requeued = [h for h, attempts in rows if attempts < MAX_ATTEMPTS]
-            failed = [h for h, attempts in rows if attempts >= MAX_ATTEMPTS]
+            requeued = [h for h, attempts in rows if attempts < limit]
+            failed = [h for h, attempts in rows if attempts >= limit]
             db.executemany(
                 "UPDATE requests SET state = 'queued' WHERE hash = ?", [(h,) for h in requeued]
             )
