@@ -228,6 +228,8 @@ def test_build_cmd_words_are_single_argv_words(kit: Kit) -> None:
             assert not any(c.isspace() or c in "$'\"`;\\" for c in word), word
     assert "ROOTFS_PARTSIZE=256" in argv
     assert b"rootfs_partsize: 256" in _image(kit.folder(request), body)
+    # this machine's folders are not published
+    assert "BIN_DIR=<BIN_DIR>" in argv and "FILES=<FILES>" in argv
 
 
 # --- what goes into the image --------------------------------------------------------------

@@ -72,6 +72,7 @@ DEFAULTS_FILE = "etc/uci-defaults/99-asu-defaults"
 _MAKE_VALUE = re.compile(r"^[A-Za-z0-9._/+-]*$")
 _MAKE_PACKAGE = re.compile(r"^-?[A-Za-z0-9][A-Za-z0-9+._-]{0,127}$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
+_FOLDER_WORD = re.compile(r"^(BIN_DIR|FILES)=/.*$")
 _TOO_BIG = re.compile(r"is too big|out of space", re.IGNORECASE)
 
 
@@ -114,6 +115,11 @@ def make_path(name: str, path: Path) -> str:
             "characters make or a shell would interpret; use a data folder with a plain path"
         )
     return f"{name}={value}"
+
+
+def shown_argv(argv: Sequence[str]) -> list[str]:
+    """The make command as published: this machine's folders become placeholders."""
+    return [_FOLDER_WORD.sub(r"\1=<\1>", word) for word in argv]
 
 
 # --- parsing what the ImageBuilder prints ----------------------------------------------
@@ -613,7 +619,7 @@ class _Job:
             "request_hash": self.key,
             "build_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "manifest": manifest,
-            "build_cmd": argv,
+            "build_cmd": shown_argv(argv),
             "request": request.to_json(),
             "package_changes": applied,
             "status": 200,
@@ -621,7 +627,7 @@ class _Job:
             "imagebuilder_status": "done",
             "reproducibility": {
                 "imagebuilder": archive.record(),
-                "make_argv": argv,
+                "make_argv": shown_argv(argv),
                 "timings": timings,
             },
         }
