@@ -90,16 +90,24 @@ class State:
         return load_settings(self.config, overrides)
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"asu-ci {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _top(
     ctx: typer.Context,
     config: ConfigOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_version
+        ),
+    ] = False,
 ) -> None:
-    if version:
-        typer.echo(f"asu-ci {__version__}")
-        raise typer.Exit(0)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

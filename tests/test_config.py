@@ -119,3 +119,9 @@ def test_help_explains_every_command() -> None:
         sub = runner.invoke(app, [command, "--help"])
         assert sub.exit_code == 0, command
         assert "--" in sub.output
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.startswith("asu-ci ")

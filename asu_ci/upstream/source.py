@@ -21,7 +21,6 @@ import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -40,17 +39,38 @@ _MISSING = (404, 410)
 _FIX = "check --upstream (ASU_CI_UPSTREAM) and the network, or try again later"
 
 
-@dataclass(frozen=True)
 class Fetched:
     """One file's bytes and their sha256.
 
     ``changed`` is False when the bytes equal the cached copy (a 304, or a 200
     with the same digest); local sources have no cache, so it is always True.
+    After a 304 the bytes stay in the cache file until ``data`` is read: a warm
+    render compares digests and never needs them.
     """
 
-    data: bytes
-    digest: str
-    changed: bool
+    __slots__ = ("_data", "_path", "changed", "digest")
+
+    def __init__(
+        self, data: bytes | None, digest: str, changed: bool, path: Path | None = None
+    ) -> None:
+        if data is None and path is None:
+            raise ValueError("Fetched needs its bytes or the file that holds them")
+        self._data = data
+        self._path = path
+        self.digest = digest
+        self.changed = changed
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            assert self._path is not None
+            try:
+                self._data = self._path.read_bytes()
+            except OSError as exc:
+                raise UpstreamError(
+                    f"{self._path}: the cached copy went missing ({exc.strerror}); run again"
+                ) from None
+        return self._data
 
 
 def check_relpath(relpath: str) -> str:
@@ -194,7 +214,7 @@ class Upstream:
         meta_path = self.cache_dir / f"{key}.json"
         meta, cached = _read_cache(meta_path, body_path)
         headers = {}
-        if cached is not None:
+        if cached:
             if meta.get("etag"):
                 headers["If-None-Match"] = str(meta["etag"])
             if meta.get("last_modified"):
@@ -202,8 +222,8 @@ class Upstream:
         try:
             with self._http().get(url, headers=headers) as resp:
                 self._count()
-                if resp.status_code == 304 and cached is not None:
-                    return Fetched(cached, str(meta["digest"]), changed=False)
+                if resp.status_code == 304 and cached:
+                    return Fetched(None, str(meta["digest"]), changed=False, path=body_path)
                 if resp.status_code in _MISSING:
                     return None
                 _check_status(url, resp.status_code, resp.reason)
@@ -214,7 +234,7 @@ class Upstream:
         except RequestException as exc:
             raise UpstreamError(f"{url}: cannot be read ({_reason(exc)}); {_FIX}") from None
         digest = hashlib.sha256(data).hexdigest()
-        changed = cached is None or meta.get("digest") != digest
+        changed = not cached or meta.get("digest") != digest
         new_meta = {
             "url": url,
             "etag": etag,
@@ -249,16 +269,16 @@ class Upstream:
             self.bytes_downloaded += nbytes
 
 
-def _read_cache(meta_path: Path, body_path: Path) -> tuple[dict[str, Any], bytes | None]:
-    """The cached meta and body of a URL; no body when either is missing or they disagree."""
+def _read_cache(meta_path: Path, body_path: Path) -> tuple[dict[str, Any], bool]:
+    """The cached meta of a URL, and whether its body file is there whole (by size)."""
     try:
         meta = json.loads(meta_path.read_bytes())
-        body = body_path.read_bytes()
+        size = body_path.stat().st_size
     except (OSError, ValueError):
-        return {}, None
-    if not isinstance(meta, dict) or meta.get("size") != len(body) or not meta.get("digest"):
-        return {}, None
-    return meta, body
+        return {}, False
+    if not isinstance(meta, dict) or meta.get("size") != size or not meta.get("digest"):
+        return {}, False
+    return meta, True
 
 
 def _check_status(url: str, status: int, reason: str) -> None:
