@@ -131,7 +131,6 @@ class _Job:
     #: A dispatch may have gone through without us learning its run.
     maybe_sent: bool = False
     run_id: int | None = None
-    run_url: str = ""
     success_polls: int = 0
 
 
@@ -354,7 +353,7 @@ class GitHubDispatcher:
         if job.maybe_sent:
             found = self._lookup(link, job, (0.0,))
             if found is not None:
-                self._follow_run(job, found.id, found.html_url)
+                self._follow_run(job, found.id)
                 return
         inputs = dispatch_inputs(job.hash, job.request)
         if len(json.dumps(inputs)) > MAX_INPUT_CHARS:
@@ -392,18 +391,18 @@ class GitHubDispatcher:
                 log.warning("dispatch of %s: %s; looking for its run", job.hash, describe(exc))
             else:
                 if isinstance(result, WorkflowRun):
-                    self._follow_run(job, result.id, result.html_url)
+                    self._follow_run(job, result.id)
                     return
                 job.maybe_sent = True  # accepted, but GitHub did not say which run
                 found = self._lookup(link, job, self.tuning.lookup_delays)
                 if found is not None:
-                    self._follow_run(job, found.id, found.html_url)
+                    self._follow_run(job, found.id)
                 else:  # sending again could start a second run
                     self._fail(job, BuildError("GitHub accepted the build but shows no run of it"))
                 return
             found = self._lookup(link, job, self.tuning.lookup_delays)
             if found is not None:
-                self._follow_run(job, found.id, found.html_url)
+                self._follow_run(job, found.id)
                 return
             if self._stop.is_set():
                 return
@@ -426,15 +425,15 @@ class GitHubDispatcher:
                     return run
         return None
 
-    def _follow_run(self, job: _Job, run_id: int, url: str) -> None:
-        job.run_id, job.run_url = run_id, url
+    def _follow_run(self, job: _Job, run_id: int) -> None:
+        job.run_id = run_id
         self.queue.set_backend_ref(job.hash, f"run:{run_id}")
         self.store.write_status(job.hash, bodies.queued(job.hash))
         with self._lock:
             self._pending.pop(job.hash, None)
             self._running[job.hash] = job
         self._kick.set()
-        log.info("%s: run %s %s", job.hash, run_id, url)
+        log.info("%s: following run %s", job.hash, run_id)
 
     # -- the follower thread -----------------------------------------------------
 
@@ -485,7 +484,6 @@ class GitHubDispatcher:
             self._observe(link, job, found)
 
     def _observe(self, link: _Link, job: _Job, run: WorkflowRun) -> None:
-        job.run_url = run.html_url
         if run.status != "completed":
             if run.status == "in_progress":
                 self.store.write_status(job.hash, bodies.building(job.hash, "building_image"))
