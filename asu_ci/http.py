@@ -6,13 +6,17 @@ sends it decides how to find out whether it went through.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from asu_ci import __version__
+
+if TYPE_CHECKING:
+    from requests.sessions import _Settings
 
 #: (connect, read) seconds.
 DEFAULT_TIMEOUT = (10.0, 60.0)
@@ -40,10 +44,32 @@ class Session(requests.Session):
         self.mount("http://", adapter)
         self.mount("https://", adapter)
         self.headers["User-Agent"] = f"asu-ci/{__version__}"
+        self._environment: dict[tuple[Any, ...], _Settings] = {}
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("timeout", self.timeout)
         return super().request(method, url, *args, **kwargs)
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> _Settings:
+        """requests' env lookups (proxies, CA bundle), once per origin instead of per call.
+
+        requests scans the whole environment twice for every request to find
+        proxies; the answer depends only on the origin, and the environment
+        does not change under a running command.
+        """
+        if proxies or not self.trust_env:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(str(url))
+        key = (parts.scheme, parts.netloc, stream, verify, cert)
+        found = self._environment.get(key)
+        if found is None:
+            found = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            self._environment[key] = found
+        settings = found.copy()
+        settings["proxies"] = dict(found["proxies"] or {})
+        return settings
 
 
 RequestException = requests.RequestException

@@ -7,9 +7,12 @@ with opkg feeds generated for ``--archs`` of its package architectures,
 ``--packages`` packages each (base, luci, packages, routing, telephony, and
 the kernel/kmod "core" feed of every target of the architecture). ``asu-ci
 render`` runs as its own process twice: cold (empty public tree and HTTP
-cache) and warm (nothing changed upstream), over HTTP from 127.0.0.1 and
-from the same files as a local folder. Wall time (process start included) and
-peak RSS (the kernel's accounting of the child) of each.
+cache) and warm (nothing changed upstream), over HTTP from 127.0.0.1 (the
+Python test mirror, and nginx serving the same files when it is installed)
+and from the same files as a local folder. Wall time (process start
+included) and peak RSS (the kernel's accounting of the child) of each; the
+goals are judged over HTTP from nginx, the download server's kind of host,
+with the median of three warm runs.
 
 Goal (issue 7): at most 5 s cold and 0.5 s warm on 2 cores.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +41,8 @@ from tests.support.packages import write_packages as write_feed
 VERSION = "23.05.4"
 COLD_GOAL = 5.0
 WARM_GOAL = 0.5
+#: Warm renders per upstream; the median is reported (one run is noisy on a shared machine).
+WARM_RUNS = 3
 #: Seconds one render may take before it is killed.
 RENDER_TIMEOUT = 600.0
 
@@ -114,20 +120,22 @@ def main() -> None:
             plain = free_port()
             with Nginx(root / "nginx", tree, free_port(), free_port(), plain_port=plain):
                 served = run_pair(root / "nginx-run", f"http://127.0.0.1:{plain}", "nginx")
-    cold, warm, rss = http
+    # Judged against nginx when it is installed: a real download server answers a
+    # conditional GET far faster than the Python test mirror does.
+    judged, source = (served, "nginx") if served else (http, "the test mirror")
+    cold, warm, rss = judged
     met = cold <= COLD_GOAL and warm <= WARM_GOAL
-    from_nginx = f"from nginx: cold {served[0]:.2f} s, warm {served[1]:.2f} s; " if served else ""
     print(
         f"render: cold {cold:.2f} s, warm {warm:.2f} s, peak RSS {rss:.0f} MiB over HTTP from "
-        f"the test mirror ({from_nginx}local folder: cold {folder[0]:.2f} s, "
-        f"warm {folder[1]:.2f} s; {archs} archs x {args.packages:,} packages, 75 targets): "
-        f"goals {'met' if met else 'NOT met'} from the test mirror "
+        f"{source} (test mirror: cold {http[0]:.2f} s, warm {http[1]:.2f} s; local folder: "
+        f"cold {folder[0]:.2f} s, warm {folder[1]:.2f} s; {archs} archs x {args.packages:,} "
+        f"packages, 75 targets): goals {'met' if met else 'NOT met'} "
         f"(<= {COLD_GOAL:g} s cold, <= {WARM_GOAL:g} s warm)"
     )
 
 
 def run_pair(root: Path, upstream: str, label: str) -> tuple[float, float, float]:
-    """A cold and a warm render of ``upstream``: (cold s, warm s, peak RSS MiB)."""
+    """A cold render and WARM_RUNS warm ones of ``upstream``: (cold s, median warm s, RSS MiB)."""
     root.mkdir()
     config = write_config(
         root / "asu-ci.yaml",
@@ -140,9 +148,14 @@ def run_pair(root: Path, upstream: str, label: str) -> tuple[float, float, float
     )
     cold, cold_rss, cold_line = render(config, root / "cold.log")
     print(f"cold, {label}: {cold:.2f} s, peak RSS {cold_rss:.0f} MiB | {cold_line}")
-    warm, warm_rss, warm_line = render(config, root / "warm.log")
-    print(f"warm, {label}: {warm:.2f} s, peak RSS {warm_rss:.0f} MiB | {warm_line}")
-    return cold, warm, max(cold_rss, warm_rss)
+    warms = []
+    rss = cold_rss
+    for run in range(1, WARM_RUNS + 1):
+        warm, warm_rss, warm_line = render(config, root / f"warm{run}.log")
+        print(f"warm {run}, {label}: {warm:.2f} s, peak RSS {warm_rss:.0f} MiB | {warm_line}")
+        warms.append(warm)
+        rss = max(rss, warm_rss)
+    return cold, statistics.median(warms), rss
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -157,9 +158,15 @@ class _Renderer:
         self.public = settings.public_dir
         self.state_path = settings.data_dir / STATE_FILE
         self.old: dict[str, dict[str, Any]] = {}
+        #: Index file names each release path used last time (see _index_names).
+        self._formats: dict[str, set[str]] = {}
 
     def run(self, on_progress: ProgressFn | None) -> list[_Done]:
         self.old = self._load_state()
+        for key, record in self.old.items():
+            path = key.split(":")[1:2]
+            for source in record.get("sources", ()) if path else ():
+                self._formats.setdefault(path[0], set()).add(source.rsplit("/", 1)[-1])
         versions = read_versions(self.upstream)
         branches = resolve_branches(self.settings.branches, versions)
         done: list[_Done] = []
@@ -376,7 +383,7 @@ class _Renderer:
         if (
             old is not None
             and old["fingerprint"] == fingerprint
-            and all((self.public / f).is_file() for f in old["files"])
+            and self._all_present(old["files"])
         ):
             return _Done(key, old, written=0, unchanged=len(old["files"]))
         out = produce()
@@ -392,6 +399,23 @@ class _Renderer:
         }
         return _Done(key, record, written, len(out.files) - written)
 
+    def _all_present(self, files: Iterable[str]) -> bool:
+        """Every file still there (one listing per folder, not one stat per file)."""
+        listed: dict[str, set[str]] = {}
+        for rel in files:
+            folder, _, name = rel.rpartition("/")
+            names = listed.get(folder)
+            if names is None:
+                try:
+                    with os.scandir(os.path.join(self.public, folder)) as entries:
+                        names = {e.name for e in entries if e.is_file()}
+                except OSError:
+                    return False
+                listed[folder] = names
+            if name not in names:
+                return False
+        return True
+
     def _sources(self, key: str) -> Collection[str]:
         old = self.old.get(key)
         return set(old["sources"]) if old else set()
@@ -402,13 +426,7 @@ class _Renderer:
         A folder without an index then costs one request on a warm run, not one per
         format.
         """
-        names = {
-            source.rsplit("/", 1)[-1]
-            for key, record in self.old.items()
-            if key.split(":")[1:2] == [path]
-            for source in record.get("sources", ())
-        }
-        return names or INDEX_NAMES
+        return self._formats.get(path) or INDEX_NAMES
 
     def _parse_index(self, index: tuple[str, Fetched]) -> PackageIndex:
         relpath, fetched = index
