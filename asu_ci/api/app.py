@@ -203,12 +203,14 @@ class Service:
         )
         if added is None:
             raise QueueFullError("Too many builds are queued right now; try again in a few minutes")
-        if added:
-            self.counters.builds_queued += 1
-            self.store.write_status(digest, bodies.queued(digest, self.queue.position(digest)))
-            if self.dispatcher is not None:
-                self.dispatcher.wake()
-        return self.answer_status(digest, self.store.status(digest) or bodies.queued(digest))
+        if not added:  # queued meanwhile by an identical request: answer its state
+            return self.answer_status(digest, self.store.status(digest) or bodies.queued(digest))
+        self.counters.builds_queued += 1
+        body = bodies.queued(digest, self.queue.position(digest))
+        self.store.write_status(digest, body)
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+        return self.answer_status(digest, body)
 
     def poll(self, request_hash: str) -> Response:
         if not is_request_hash(request_hash):
