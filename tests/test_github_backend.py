@@ -54,7 +54,7 @@ from tests.support.fakegithub import FakeGitHub, FakeRun
 fake_github = fakegithub.fake_github
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN_ENV = "ASU_CI_TEST_GITHUB_TOKEN"
+TOKEN_ENV = "FAKE_GITHUB_TOKEN"
 VERSION = "23.05.4"
 TARGET = "ath79/generic"
 PROFILE = "tplink_archer-c7-v5"

@@ -26,7 +26,6 @@ from __future__ import annotations
 import io
 import json
 import lzma
-import os
 import tarfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -45,19 +44,9 @@ COMPRESSIONS = ("xz", "zst")
 HOSTILE_KINDS = ("dotdot", "absolute", "symlink", "hardlink")
 
 
-def _fixtures_dir() -> Path:
-    """Where the real download-server metadata lives (``../shared/fixtures/upstream``)."""
-    env = os.environ.get("ASU_CI_TEST_FIXTURES")
-    if env:
-        return Path(env)
-    beside_repo = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "upstream"
-    if beside_repo.is_dir():
-        return beside_repo
-    return Path("/work/shared/fixtures/upstream")
-
-
-UPSTREAM_FIXTURES = _fixtures_dir()
-"""The read-only real upstream metadata (``.versions.json``, ``releases/<v>/...``)."""
+UPSTREAM_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "upstream"
+"""The read-only real 23.05.4 upstream metadata kept in the repository
+(``tests/fixtures/upstream``: ``.versions.json``, ``releases/<v>/...``)."""
 
 
 def version_path(version: str) -> str:

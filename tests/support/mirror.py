@@ -8,7 +8,7 @@ Two parts:
 * :class:`MirrorServer` serves an OVERLAY of folders over real HTTP
   (``http.server.ThreadingHTTPServer`` in a background thread): the generated
   folder first, then the read-only real metadata in
-  ``../shared/fixtures/upstream`` (never copied, never written). It answers
+  ``tests/fixtures/upstream`` (never copied, never written). It answers
   ``ETag``/``Last-Modified`` with 304 to ``If-None-Match``/``If-Modified-Since``,
   always sends ``Content-Length``, supports HEAD, refuses ``..``, counts the
   requests per path and injects faults (status codes, delays, corrupt bodies).
