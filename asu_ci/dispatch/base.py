@@ -20,8 +20,6 @@ class Dispatcher(Protocol):
     dispatcher owns everything after that, and writes progress into the store.
     """
 
-    name: str
-
     def start(self) -> None:
         """Recover what a previous process left and begin taking work."""
         ...

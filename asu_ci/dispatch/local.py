@@ -43,8 +43,6 @@ def write_effective_config(settings: Settings) -> Path:
 class LocalPool:
     """Implements :class:`~asu_ci.dispatch.base.Dispatcher` with worker threads."""
 
-    name = "local"
-
     def __init__(self, settings: Settings, queue: Queue, store: LocalStore) -> None:
         self.settings = settings
         self.queue = queue

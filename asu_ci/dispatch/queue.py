@@ -184,14 +184,6 @@ class Queue:
         )
         return None if found is None else int(found[0])
 
-    def hashes(self, state: str) -> list[str]:
-        rows = (
-            self._db()
-            .execute("SELECT hash FROM requests WHERE state = ? ORDER BY seq", (state,))
-            .fetchall()
-        )
-        return [r[0] for r in rows]
-
     def counts(self) -> dict[str, int]:
         rows = self._db().execute("SELECT state, COUNT(*) FROM requests GROUP BY state").fetchall()
         counts = {"queued": 0, "running": 0, "done": 0, "failed": 0}
