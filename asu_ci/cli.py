@@ -191,6 +191,7 @@ def serve(
     import uvicorn
 
     from asu_ci.api.app import create_app
+    from asu_ci.api.server import uvicorn_config
     from asu_ci.index.catalog import Catalog
 
     settings = ctx.obj.settings(
@@ -204,13 +205,7 @@ def serve(
         f"{settings.port}/ ({settings.backend} backend, {settings.worker_count} worker(s))",
         err=True,
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-    )
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
 
 
 def _read_request(source: str) -> dict[str, Any]:

@@ -87,6 +87,14 @@ class Server(_Model):
         int, Field(ge=1, description="new builds one client may submit per minute")
     ] = 20
     max_body_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
+    forwarded_allow_ips: tuple[str, ...] = Field(
+        default=(),
+        description="addresses of the proxies whose X-Forwarded-For is believed; "
+        "empty: none, the peer address is the client",
+    )
+    header_timeout_seconds: Annotated[
+        float, Field(gt=0, le=300, description="a request's headers must arrive within this")
+    ] = 10.0
 
 
 class Build(_Model):

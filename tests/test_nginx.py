@@ -66,6 +66,7 @@ def app(build_world: BuildWorld, tmp_path_factory: pytest.TempPathFactory) -> It
     assert isinstance(world.settings, Settings)
     settings = world.settings.model_dump(mode="json", exclude_none=True)
     settings["server"]["rate_limit_per_minute"] = 1000
+    settings["server"]["forwarded_allow_ips"] = ["127.0.0.1"]  # as deploy/ says
     config = write_config(root / "asu-ci.yaml", settings)
     serve = Serve(config, free_port(), root / "serve.log").start()
     try:

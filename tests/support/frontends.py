@@ -334,7 +334,8 @@ class Caddy(_Frontend):
         text = _template(
             CADDY_EXAMPLE,
             {
-                "\nasu.example.org {": f"\n{{\n\tadmin off\n}}\n\nhttp://127.0.0.1:{port} {{",
+                "{\n\t# Slow clients": "{\n\tadmin off\n\t# Slow clients",
+                "\nasu.example.org {": f"\nhttp://127.0.0.1:{port} {{",
                 "root * /srv/asu-ci/public": f"root * {public}",
             },
         )
