@@ -442,6 +442,38 @@ def matrix(
     typer.echo(yaml.safe_dump(chosen, sort_keys=False, allow_unicode=True), nl=False)
 
 
+@app.command()
+def prune(
+    ctx: typer.Context,
+    public: PublicOpt = None,
+    data: DataOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what has expired; remove nothing.")
+    ] = False,
+) -> None:
+    """Remove expired builds from the local store (serve does this on its own).
+
+    Prebuilt profiles stay. An on-demand build expires store.keep_days after it
+    was last asked for, a failed request store.keep_failed_days after it failed;
+    requests in flight are never touched. A removed build is built again when
+    someone asks for it.
+    """
+    from asu_ci.publish.retention import prune as prune_store
+
+    settings = ctx.obj.settings(public=public, data=data)
+    summary = prune_store(settings, dry_run=dry_run)
+    if dry_run:
+        for name in summary.removed:
+            typer.echo(name)
+        typer.echo(
+            f"{len(summary.removed)} expired ({summary.bytes_freed / 1e6:.1f} MB), "
+            f"{summary.kept} kept; nothing removed (--dry-run)",
+            err=True,
+        )
+    else:
+        typer.echo(summary.line())
+
+
 release_app = typer.Typer(
     help="GitHub Releases as the store (tag build-<hash>): publish builds, mirror them back.\n\n"
     "Uses github.repository, github.api_url and the token in $GITHUB_TOKEN "

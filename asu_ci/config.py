@@ -106,6 +106,20 @@ class Build(_Model):
     cache_max_gb: Annotated[float, Field(gt=0)] = 20.0
 
 
+class Retention(_Model):
+    """Retention of the local store (``asu-ci prune`` and the serve loop)."""
+
+    keep_days: Annotated[
+        float, Field(gt=0, description="an on-demand build no one asked for this long expires")
+    ] = 30.0
+    keep_failed_days: Annotated[
+        float, Field(gt=0, description="a failed request's answer is kept this long")
+    ] = 1.0
+    prune_interval_minutes: Annotated[
+        float, Field(ge=0, description="serve prunes this often; 0: never")
+    ] = 60.0
+
+
 class Local(_Model):
     """The embedded backend: a bounded worker pool on this machine."""
 
@@ -136,6 +150,7 @@ class Settings(_Model):
     branches: tuple[Branch, ...] | None = None
     server: Server = Server()
     build: Build = Build()
+    store: Retention = Retention()
     backend: Literal["local", "github"] = "local"
     local: Local = Local()
     github: GitHub = GitHub()

@@ -50,7 +50,7 @@ from asu_ci.identity.hashing import is_request_hash, request_hash
 from asu_ci.identity.request import BuildRequest, describe_errors
 from asu_ci.identity.validate import NormalizedRequest, normalize
 from asu_ci.index.catalog import Catalog
-from asu_ci.publish import bodies
+from asu_ci.publish import bodies, retention
 from asu_ci.publish.local import LocalStore
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,10 @@ class Finished:
             if found is not None:
                 self._bytes.move_to_end(request_hash)
             return found
+
+    def forget(self, request_hash: str) -> None:
+        with self._lock:
+            self._bytes.pop(request_hash, None)
 
     def get(self, request_hash: str) -> bytes | None:
         found = self.cached(request_hash)
@@ -183,9 +187,18 @@ class Service:
         normalized = normalize(request, self.catalog, self.settings.server)
         return normalized, request_hash(normalized)
 
+    def asked(self, digest: str) -> bytes | None:
+        """The finished build of a request someone asks for again, noted for retention;
+        None when it is not built (or was pruned a moment ago)."""
+        data = self.finished.get(digest)
+        if data is not None and not retention.mark_asked(self.store, digest):
+            self.finished.forget(digest)
+            return None
+        return data
+
     def settle(self, normalized: NormalizedRequest, digest: str, client: str) -> Response:
         """Answer from the store or queue the request (disk and SQLite: run it in a thread)."""
-        data = self.finished.get(digest)
+        data = self.asked(digest)
         if data is not None:
             return self.answer_finished(data)
         status = self.store.status(digest)
@@ -251,9 +264,12 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        pruner = retention.PruneLoop(settings, service.finished.forget)
         if dispatcher is not None:
             dispatcher.start()
+            pruner.start()
         yield
+        pruner.stop()
         if dispatcher is not None:
             dispatcher.stop()
         service.queue.close()
@@ -320,7 +336,7 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
         # disk or the queue goes to a worker thread (the hop costs more than the answer).
         normalized, digest = service.identify(body)
         data = service.finished.cached(digest)
-        if data is not None:
+        if data is not None and retention.mark_asked(service.store, digest):
             response = service.answer_finished(data)
         else:
             client = request.client.host if request.client else "unknown"

@@ -170,6 +170,14 @@ class Queue:
             return None
         return Row(found[0], json.loads(found[1]), found[2], found[3], found[4])
 
+    def forget(self, request_hash: str) -> None:
+        """Drop a finished or failed request's row (its store folder was pruned)."""
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM requests WHERE hash = ? AND state IN ('done', 'failed')",
+                (request_hash,),
+            )
+
     def position(self, request_hash: str) -> int | None:
         """How many queued requests are ahead of this one (None unless it is queued)."""
         found = (
