@@ -188,24 +188,25 @@ def serve(
     On first start with no index it renders one from the upstream server.
     Clients use http://HOST:PORT/ as their ASU server URL.
     """
-    import uvicorn
-
+    from asu_ci.api import server
     from asu_ci.api.app import create_app
-    from asu_ci.api.server import uvicorn_config
     from asu_ci.index.catalog import Catalog
 
     settings = ctx.obj.settings(
         upstream=upstream, public=public, data=data, host=host, port=port, workers=workers
     )
+    sock = server.listen(settings)  # a busy port fails now, not after a long render
     if not Catalog(settings.public_dir).rendered():
         typer.echo(f"no index in {settings.public_dir} yet: rendering it first", err=True)
         ctx.invoke(render, ctx=ctx, upstream=upstream, public=public, data=data)
+    # Each build's outcome is logged whatever the level (hash, profile, seconds, reason).
+    logging.getLogger("asu_ci.builds").setLevel(logging.INFO)
     typer.echo(
         f"asu-ci {__version__} serving {settings.public_dir} on http://{settings.host}:"
         f"{settings.port}/ ({settings.backend} backend, {settings.worker_count} worker(s))",
         err=True,
     )
-    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+    server.run(create_app(settings), settings, sock)
 
 
 def _read_request(source: str) -> dict[str, Any]:

@@ -92,6 +92,7 @@ class Server(_Model):
         description="addresses of the proxies whose X-Forwarded-For is believed; "
         "empty: none, the peer address is the client",
     )
+    access_log: bool = Field(default=False, description="log every HTTP request (serve)")
     header_timeout_seconds: Annotated[
         float, Field(gt=0, le=300, description="a request's headers must arrive within this")
     ] = 10.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,16 @@ class Server:
 
     def queue(self) -> Queue:
         return Queue(self.data / "queue.sqlite3")
+
+    def logged(self, text: str, within: float = 30.0) -> str:
+        """The line of serve's log (at its default level) that contains ``text``."""
+        deadline = time.monotonic() + within
+        while True:
+            for line in self.serve.log.read_text(errors="replace").splitlines():
+                if text in line:
+                    return line
+            assert time.monotonic() < deadline, f"{text!r} not in the serve log"
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -308,6 +319,8 @@ def test_a_failed_build_is_500_and_not_retried_at_once(server: Server) -> None:
     again = server.post(body)
     assert again.status_code == 500
     assert server.queue().get(request_hash).attempts == 1  # type: ignore[union-attr]
+    line = server.logged(f"failed {request_hash}")
+    assert f"({VERSION} {TARGET} {PROFILE})" in line and "Impossible package selection" in line
 
 
 def test_200_concurrent_identical_posts_give_one_build(server: Server) -> None:
@@ -332,6 +345,10 @@ def test_200_concurrent_identical_posts_give_one_build(server: Server) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert row is not None and row.state == "done" and row.attempts == 1
+    assert re.search(
+        rf"built {request_hash} \({VERSION} {TARGET} {PROFILE}\) in [0-9.]+ s",
+        server.logged(f"built {request_hash}"),
+    )
     again = server.post(body)
     assert again.status_code == 200
     assert again.headers["X-Imagebuilder-Status"] == "done"

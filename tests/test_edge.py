@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -247,3 +248,19 @@ def test_forwarded_for_from_a_trusted_proxy_names_the_client(
     with running(settings) as port:
         codes = new_builds(port, ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.1", "10.0.0.1"])
     assert codes == [202, 202, 202, 202, 429]
+
+
+def test_api_docs_load_nothing_from_elsewhere(server: tuple[int, Path]) -> None:
+    """/docs and /ui/ work offline: every script and style comes from this server."""
+    port = server[0]
+    for page in ("/docs", "/ui/"):
+        status, html = get(port, page)
+        assert status == 200
+        assets = re.findall(rb'(?:src|href)="([^"]+)"', html)
+        assert assets, html[:500]
+        for asset in assets:
+            assert asset.startswith(b"/"), f"{page} loads {asset!r} from elsewhere"
+            code, body = get(port, asset.decode())
+            assert code == 200 and len(body) > 1000, asset
+    status, js = get(port, "/docs/assets/swagger-ui-bundle.js")
+    assert b"SwaggerUIBundle" in js

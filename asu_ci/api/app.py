@@ -8,6 +8,7 @@ is in flight.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 import threading
@@ -16,6 +17,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Request
@@ -41,6 +43,7 @@ from asu_ci.dispatch.queue import Queue
 from asu_ci.errors import (
     AsuCiError,
     BackendUnavailableError,
+    ConfigError,
     NotFoundError,
     QueueFullError,
     RateLimitedError,
@@ -56,6 +59,8 @@ from asu_ci.publish.local import LocalStore
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+#: Where the API docs' own assets are served: from the package, never a CDN.
+DOCS_ASSETS = "/docs/assets"
 _SEGMENT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
@@ -239,6 +244,15 @@ class Service:
         return self.answer_status(request_hash, status)
 
 
+def swagger_ui_static() -> Path:
+    """The Swagger UI files shipped by the ``swagger-ui-py`` package (not imported:
+    only its static folder is used)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the swagger-ui-py package is missing; reinstall asu-ci with pip")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
 def _validation_detail(exc: RequestValidationError) -> str:
     detail = describe_errors(exc.errors())
     if detail == "the body is not valid JSON":
@@ -280,7 +294,7 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
         description="Attended SysUpgrade API v1 for OpenWrt: request a custom firmware "
         "image, poll it, download it. Bodies and codes follow the upstream ASU server, "
         "so LuCI, auc, owut and the Firmware Selector work unchanged.",
-        docs_url="/docs",
+        docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -428,9 +442,18 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
         ]
         return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
+    @app.get("/docs", include_in_schema=False)
     @app.get("/ui/", include_in_schema=False)
-    def ui() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="asu-ci API")
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="asu-ci API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_static()), name="docs-assets")
 
     if settings.backend == "github":
         _serve_release_assets(app, settings, service.store)

@@ -16,12 +16,49 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from asu_ci.config import Settings
+from asu_ci.errors import UsageError
+
+
+def listen(settings: Settings) -> socket.socket:
+    """The listening socket of ``serve``, bound before anything says it serves.
+
+    A busy or forbidden address is a one-line error naming it and the fix.
+    """
+    host, port = settings.host, settings.port
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}; check --host") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); another process (an earlier "
+            "asu-ci serve?) may hold it: stop it or choose another --port"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(app: Any, settings: Settings, sock: socket.socket) -> None:
+    """Serve ``app`` on the bound ``sock`` until stopped."""
+    config = uvicorn_config(app, settings)
+    if settings.server.access_log:
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
@@ -32,7 +69,7 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         log_level="warning",
-        access_log=False,
+        access_log=settings.server.access_log,
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted or None,
         http=header_deadline(settings.server.header_timeout_seconds),

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from asu_ci.dispatch.queue import MAX_ATTEMPTS, Queue
+from asu_ci.dispatch.queue import MAX_ATTEMPTS, Queue, Row
 from asu_ci.errors import BuildError
 from asu_ci.publish import bodies
 from asu_ci.publish.base import Store
 
 log = logging.getLogger(__name__)
+#: One line per finished build; ``serve`` shows it at its default level.
+outcomes = logging.getLogger("asu_ci.builds")
 
 
 class Dispatcher(Protocol):
@@ -45,3 +47,12 @@ def recover(queue: Queue, store: Store, give_up: str | None) -> None:
         store.write_status(request_hash, bodies.failed(request_hash, BuildError(str(give_up))))
     if requeued:
         log.warning("picked up %d request(s) left by a previous run", len(requeued))
+
+
+def log_outcome(row: Row, seconds: float, failure: str | None) -> None:
+    """Log how one build ended: hash, what was built, how long, and why it failed."""
+    what = " ".join(str(row.request.get(k, "?")) for k in ("version", "target", "profile"))
+    if failure is None:
+        outcomes.info("built %s (%s) in %.1f s", row.hash, what, seconds)
+    else:
+        outcomes.warning("failed %s (%s) after %.1f s: %s", row.hash, what, seconds, failure[:300])

@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 
 from asu_ci import fsutil
 from asu_ci.config import Settings
-from asu_ci.dispatch.base import recover
+from asu_ci.dispatch.base import log_outcome, recover
 from asu_ci.dispatch.queue import Queue, Row
 from asu_ci.errors import AsuCiError, BuildError
 from asu_ci.proc import run, tail
@@ -96,20 +97,27 @@ class LocalPool:
             "--request",
             str(job.resolve()),
         ]
+        started = time.monotonic()
         try:
             result = run(argv, timeout=self.settings.build.timeout_seconds + PROCESS_GRACE_SECONDS)
         except AsuCiError as exc:
-            self._give_up(row.hash, exc if isinstance(exc, BuildError) else BuildError(exc.message))
+            error = exc if isinstance(exc, BuildError) else BuildError(exc.message)
+            self._give_up(row.hash, error)
+            log_outcome(row, time.monotonic() - started, error.message)
             return
         finally:
             job.unlink(missing_ok=True)
+        seconds = time.monotonic() - started
         if self.store.build(row.hash) is not None:
+            log_outcome(row, seconds, None)
             self.queue.finish(row.hash, ok=True)
             return
         status = self.store.status(row.hash) or {}
         if status.get("status") == 500:
+            log_outcome(row, seconds, str(status.get("detail")))
             self.queue.finish(row.hash, ok=False, detail=str(status.get("detail")))
             return
+        log_outcome(row, seconds, f"no result (exit code {result.returncode})")
         self._give_up(
             row.hash,
             BuildError(
