@@ -430,9 +430,9 @@ def matrix(
 
     import yaml
 
+    from asu_ci.build.matrix import matrix as actions_matrix
+    from asu_ci.build.matrix import select
     from asu_ci.build.prebuild import read_list
-    from asu_ci.dispatch.github import matrix as actions_matrix
-    from asu_ci.dispatch.github import select
     from asu_ci.errors import UsageError
 
     entries = read_list(list_file)

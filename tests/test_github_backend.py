@@ -24,29 +24,22 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from asu_ci.api.app import create_app
+from asu_ci.build.matrix import MAX_MATRIX_JOBS, matrix, select
 from asu_ci.cli import app as cli
 from asu_ci.config import Settings
-from asu_ci.dispatch.github import (
-    MAX_MATRIX_JOBS,
-    RUN_NAME,
-    GitHubDispatcher,
-    Tuning,
-    matrix,
-    select,
-)
+from asu_ci.dispatch.github import RUN_NAME, GitHubDispatcher, Tuning
 from asu_ci.errors import BuildError, ConfigError, UsageError
+from asu_ci.github import Pace, rate_limit_wait
 from asu_ci.identity.hashing import request_hash
 from asu_ci.identity.validate import NormalizedRequest
 from asu_ci.publish import bodies
 from asu_ci.publish.local import LocalStore
 from asu_ci.publish.releases import (
-    Pace,
     ReleasesStore,
     built_here,
     publish_folder,
     pull,
     pull_all,
-    rate_limit_wait,
 )
 from tests.support import fakegithub
 from tests.support.fakegithub import FakeGitHub, FakeRun

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from asu_ci.dispatch.github import MAX_MATRIX_JOBS, RUN_NAME, dispatch_inputs, matrix
+from asu_ci.build.matrix import MAX_MATRIX_JOBS, matrix
+from asu_ci.dispatch.github import RUN_NAME, dispatch_inputs
 from tests.support.fakegithub import render_run_name
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -58,26 +57,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 import github
-import requests
 from github.Workflow import Workflow
 from github.WorkflowRun import WorkflowRun
 
 from asu_ci.config import Settings
 from asu_ci.dispatch.base import recover
 from asu_ci.dispatch.queue import Queue, Row
-from asu_ci.errors import BackendUnavailableError, BuildError, UsageError
-from asu_ci.identity.request import PROFILE, TARGET, VERSION
-from asu_ci.publish import bodies
-from asu_ci.publish.local import LocalStore
-from asu_ci.publish.releases import (
+from asu_ci.errors import BackendUnavailableError, BuildError
+from asu_ci.github import (
+    ERRORS,
     Pace,
-    ReleasesStore,
     describe,
     is_transient,
     rate_limit_wait,
     repository_name,
     token_from_env,
 )
+from asu_ci.publish import bodies
+from asu_ci.publish.local import LocalStore
+from asu_ci.publish.releases import ReleasesStore
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +83,6 @@ log = logging.getLogger(__name__)
 RUN_NAME = "build {hash}"
 #: GitHub refuses dispatches whose inputs exceed 65 535 characters.
 MAX_INPUT_CHARS = 65_000
-#: A GitHub Actions matrix holds at most this many jobs.
-MAX_MATRIX_JOBS = 256
-
-_GITHUB_ERRORS = (github.GithubException, requests.RequestException, OSError)
 
 
 @dataclass(frozen=True)
@@ -293,7 +287,7 @@ class GitHubDispatcher:
                     continue
                 try:
                     self._start(link, job)
-                except _GITHUB_ERRORS as exc:
+                except ERRORS as exc:
                     self._trouble(exc)
                 except Exception:  # a bug must not stop every other request
                     log.exception("dispatching %s failed", job.hash)
@@ -312,7 +306,7 @@ class GitHubDispatcher:
         if self.outage() is not None:
             try:  # nothing to retry: ask GitHub whether it is back
                 link.probe()
-            except _GITHUB_ERRORS as exc:
+            except ERRORS as exc:
                 self._trouble(exc)
             else:
                 self._healthy()
@@ -383,7 +377,7 @@ class GitHubDispatcher:
                 result = link.workflow().create_dispatch(
                     self.settings.github.ref, inputs, throw=True, return_run_details=True
                 )
-            except _GITHUB_ERRORS as exc:
+            except ERRORS as exc:
                 if rate_limit_wait(exc) is not None or not is_transient(exc):
                     raise  # refused: GitHub started nothing
                 lost = exc
@@ -451,7 +445,7 @@ class GitHubDispatcher:
                     continue
                 try:
                     self._follow(link, jobs)
-                except _GITHUB_ERRORS as exc:
+                except ERRORS as exc:
                     self._trouble(exc)
                 except Exception:
                     log.exception("following the runs in flight failed")
@@ -525,45 +519,3 @@ class GitHubDispatcher:
         self.store.write_status(job.hash, bodies.failed(job.hash, error))
         self.queue.finish(job.hash, ok=False, detail=error.message)
         self._forget(job.hash)
-
-
-# -- prebuild lists as GitHub Actions matrices ------------------------------------------------
-
-
-def matrix(entries: Iterable[Any], source: str = "prebuild list") -> dict[str, Any]:
-    """``{"include": [{version, target, profiles}]}``: one job per (version, target), sorted.
-
-    Only the fields that name a job are checked here (the index is not needed);
-    each job validates its entries fully before building.
-    """
-    checks = (("version", VERSION), ("target", TARGET), ("profile", PROFILE))
-    groups: dict[tuple[str, str], list[str]] = {}
-    for number, entry in enumerate(entries, 1):
-        if not isinstance(entry, Mapping):
-            raise UsageError(f"{source}: entry {number} is not a mapping of request fields")
-        for key, pattern in checks:
-            value = entry.get(key)
-            if not isinstance(value, str) or re.fullmatch(pattern, value) is None:
-                raise UsageError(f"{source}: entry {number}: '{key}' is missing or not valid")
-        profiles = groups.setdefault((entry["version"], entry["target"]), [])
-        if entry["profile"] not in profiles:
-            profiles.append(entry["profile"])
-    if len(groups) > MAX_MATRIX_JOBS:
-        raise UsageError(
-            f"{source}: {len(groups)} (version, target) groups, more than the "
-            f"{MAX_MATRIX_JOBS} jobs one GitHub Actions matrix may have; split the list"
-        )
-    include = [
-        {"version": version, "target": target, "profiles": profiles}
-        for (version, target), profiles in sorted(groups.items())
-    ]
-    return {"include": include}
-
-
-def select(entries: Iterable[Any], version: str, target: str) -> list[Any]:
-    """The entries of one matrix job, in list order."""
-    return [
-        e
-        for e in entries
-        if isinstance(e, Mapping) and e.get("version") == version and e.get("target") == target
-    ]
