@@ -26,6 +26,12 @@ Behaviour kept from GitHub on purpose:
   the bytes with a Content-Length.
 * A run's ``name`` and ``display_title`` are the workflow's ``run-name``
   rendered from the dispatch inputs (the workflow's name when it has none).
+* ``GET /releases`` lists the first 1,000 releases only: the page past them
+  answers 422 "Only the first 1000 results are available." (its Link header
+  still offers it, so a client that walks every page fails there).
+* Publishing a release creates its tag; deleting the release keeps the tag.
+  ``GET /git/matching-refs/tags/<prefix>`` lists tags (and ``heads/``
+  branches) by prefix, all in one answer.
 
 The ``fake_github`` pytest fixture starts one per test on an ephemeral port::
 
@@ -83,6 +89,9 @@ SECONDARY_RATE_LIMIT_MESSAGE = (
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
 )
 PRIMARY_RATE_LIMIT_MESSAGE = "API rate limit exceeded for user ID 1."
+#: Listings such as the releases' stop here; the next page is a 422 with this message.
+LIST_LIMIT = 1000
+LIST_LIMIT_MESSAGE = "Only the first {limit} results are available."
 
 RunNameTemplate = str | Callable[[dict[str, Any]], str] | None
 
@@ -202,6 +211,8 @@ class _Repo:
     default_branch: str
     branches: dict[str, str]
     workflows: dict[str, FakeWorkflow] = dataclasses.field(default_factory=dict)
+    #: Tag name -> commit SHA. Publishing a release creates its tag; deleting it keeps the tag.
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def full_name(self) -> str:
@@ -536,6 +547,7 @@ _ROUTES: list[tuple[str, str, str, bool]] = [
     ("GET", _REPO + r"/actions/runs", "list_runs", True),
     ("GET", _REPO + r"/actions/runs/(\d+)", "get_run", True),
     ("POST", _REPO + r"/actions/runs/(\d+)/cancel", "cancel_run", True),
+    ("GET", _REPO + r"/git/matching-refs/(.+)", "matching_refs", True),
     ("GET", _REPO + r"/releases", "list_releases", True),
     ("POST", _REPO + r"/releases", "create_release", True),
     ("GET", _REPO + r"/releases/latest", "latest_release", True),
@@ -1290,8 +1302,15 @@ class FakeGitHub:
             untagged="untagged-" + hashlib.sha1(f"release:{ident}".encode()).hexdigest()[:20],
         )
         self._releases[rel.id] = rel
+        if not draft:
+            self._tag(r, tag, target)
         self._cond.notify_all()
         return rel
+
+    def _tag(self, r: _Repo, tag: str, target: str) -> None:
+        """The tag a published release names: made at the target's head unless it exists."""
+        if tag not in r.tags:
+            r.tags[tag] = r.branches.get(target) or _sha(f"{r.full_name}:{target}")
 
     def _new_asset(
         self,
@@ -1705,11 +1724,25 @@ class FakeGitHub:
             "body": rel.body,
         }
 
-    def _page(self, ctx: _Ctx, items: list[Any], key: str | None) -> _Response:
+    def _page(
+        self,
+        ctx: _Ctx,
+        items: list[Any],
+        key: str | None,
+        *,
+        limit: int | None = None,
+        render: Callable[[Any], Any] | None = None,
+    ) -> _Response:
+        """One page of a listing; past ``limit`` items, 422 as GitHub answers."""
         per_page = min(max(_int(ctx.param("per_page"), 30), 1), 100)
         page = max(_int(ctx.param("page"), 1), 1)
         last = max((len(items) + per_page - 1) // per_page, 1)
-        chunk = items[(page - 1) * per_page : page * per_page]
+        if limit is not None and (page - 1) * per_page >= limit:
+            return self._error(422, LIST_LIMIT_MESSAGE.format(limit=limit))
+        end = page * per_page if limit is None else min(page * per_page, limit)
+        chunk = items[(page - 1) * per_page : end]
+        if render is not None:
+            chunk = [render(item) for item in chunk]
         params = [(k, v) for k, vs in ctx.query.items() for v in vs if k != "page"]
 
         def url(n: int) -> str:
@@ -1954,11 +1987,31 @@ class FakeGitHub:
     def _h_list_releases(self, ctx: _Ctx) -> _Response:
         with self._cond:
             r = self._ctx_repo(ctx)
-            rels = [rel for rel in self._releases.values() if rel.repo == r.full_name]
+            rels = sorted(
+                (rel for rel in self._releases.values() if rel.repo == r.full_name),
+                key=lambda x: x.id,
+                reverse=True,
+            )
+            return self._page(ctx, rels, None, limit=LIST_LIMIT, render=self._release_json)
+
+    def _h_matching_refs(self, ctx: _Ctx) -> _Response:
+        prefix = "refs/" + urllib.parse.unquote(ctx.groups[2])
+        with self._cond:
+            r = self._ctx_repo(ctx)
+            refs = {f"refs/heads/{b}": sha for b, sha in r.branches.items()}
+            refs |= {f"refs/tags/{t}": sha for t, sha in r.tags.items()}
+            api = self._api(f"/repos/{r.full_name}/git")
             items = [
-                self._release_json(rel) for rel in sorted(rels, key=lambda x: x.id, reverse=True)
+                {
+                    "ref": ref,
+                    "node_id": _node_id("REF", int(_sha(ref)[:8], 16)),
+                    "url": f"{api}/{urllib.parse.quote(ref, safe='/')}",
+                    "object": {"sha": sha, "type": "commit", "url": f"{api}/commits/{sha}"},
+                }
+                for ref, sha in sorted(refs.items())
+                if ref.startswith(prefix)
             ]
-        return self._page(ctx, items, None)
+        return self._json(200, items)
 
     def _h_create_release(self, ctx: _Ctx) -> _Response:
         doc = "https://docs.github.com/rest/releases/releases#create-a-release"
@@ -2027,6 +2080,8 @@ class FakeGitHub:
                 rel.published_at = _now()
             rel.tag_name = tag
             rel.draft = draft
+            if not draft:
+                self._tag(r, tag, str(data.get("target_commitish") or rel.target_commitish))
             for key in ("name", "body"):
                 if key in data:
                     setattr(rel, key, data[key])
