@@ -740,6 +740,47 @@ def test_local_store_round_trip(
     assert pull_all(releases, other) == (0, 1)
 
 
+def test_pages_pull_mirrors_more_than_1000_releases(
+    fake_github: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``asu-ci release pull --all`` as pages.yml runs it, past GitHub's 1,000-release listing."""
+    keys = [hashlib.sha256(str(n).encode()).hexdigest() for n in range(1005)]
+    for key in keys:
+        body = json.dumps(build_body(key, REQUEST)).encode()
+        fake_github.publish_release(f"build-{key}", {IMAGE: b"img", "build.json": body})
+    incomplete, failed = "c" * 64, "d" * 64
+    fake_github.publish_release(f"build-{incomplete}", {IMAGE: b"half"})
+    fake_github.publish_release(f"build-{failed}", {"status.json": b'{"status": 500}'})
+    fake_github.create_release("build-not-a-hash")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ASU_CI_GITHUB__REPOSITORY", fake_github.repo_full_name)
+    monkeypatch.setenv("ASU_CI_GITHUB__API_URL", fake_github.base_url)
+    monkeypatch.setenv("GITHUB_TOKEN", fake_github.token)
+    public = tmp_path / "public"
+    runner = CliRunner()
+
+    first = runner.invoke(cli, ["release", "pull", "--all", "--public", str(public)])
+    assert first.exit_code == 0, first.output
+    assert "1005 complete release(s), 1005 mirrored now" in first.output
+    store = LocalStore(public / "store")
+    assert all(store.build(key) == build_body(key, REQUEST) for key in keys)
+    assert store.build(incomplete) is None and store.build(failed) is None
+    api = [r for r in fake_github.requests if "/releases/download/" not in r.path]
+    api = [r for r in api if not r.path.startswith("/_fake/")]
+    assert not any(r.path.endswith("/releases") for r in api)  # never the capped listing
+    assert len(api) <= 3, [r.path for r in api]  # the repository and its build tags
+
+    fake_github.clear_requests()
+    again = runner.invoke(cli, ["release", "pull", "--all", "--public", str(public)])
+    assert again.exit_code == 0, again.output
+    assert "1005 complete release(s), 0 mirrored now" in again.output
+    downloads = [r.path for r in fake_github.requests if "/releases/download/" in r.path]
+    assert sorted(downloads) == sorted(  # only what is not mirrored yet is looked at
+        f"/{fake_github.repo_full_name}/releases/download/build-{k}/build.json"
+        for k in (incomplete, failed)
+    )
+
+
 def test_token_and_repository_come_from_the_right_places(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, "http://127.0.0.1:9")
     with pytest.raises(ConfigError, match=TOKEN_ENV):

@@ -202,33 +202,55 @@ class ReleasesStore:
     def read_json(self, request_hash: str, asset: Asset) -> dict[str, Any] | None:
         """The JSON body of an asset, when it is an object about ``request_hash``."""
         data = self._retrying(f"downloading {asset.name}", lambda: self._fetch(asset))
+        return self._about(request_hash, asset.name, data)
+
+    def _about(self, request_hash: str, name: str, data: bytes) -> dict[str, Any] | None:
         try:
             body = json.loads(data)
         except ValueError:
-            log.warning("release %s: %s is not JSON", tag_of(request_hash), asset.name)
+            log.warning("release %s: %s is not JSON", tag_of(request_hash), name)
             return None
         if not isinstance(body, dict) or body.get("request_hash") != request_hash:
-            log.warning("release %s: %s is about another request", tag_of(request_hash), asset.name)
+            log.warning("release %s: %s is about another request", tag_of(request_hash), name)
             return None
         return body
 
-    def complete_releases(self) -> list[tuple[str, Asset]]:
-        """``(hash, build.json asset)`` of every complete build release of the repository."""
+    def build_tags(self) -> list[str]:
+        """Hashes of every tag ``build-<hash>`` of the repository.
 
-        def listing() -> list[tuple[str, Asset]]:
-            found = []
+        The git refs API lists every tag in one answer; the release listing
+        would stop at GitHub's 1,000 (the next page is a 422). A tag is made
+        when its release is published and outlives a deleted release.
+        """
+        prefix = "refs/tags/" + TAG_PREFIX
+
+        def listing() -> list[str]:
             with self._lock:
-                for release in self.repo.get_releases():
-                    request_hash = release.tag_name.removeprefix(TAG_PREFIX)
-                    if release.tag_name == request_hash or not is_request_hash(request_hash):
-                        continue
-                    for item in release.assets:
-                        asset = _asset(item)
-                        if asset.name == BUILD_FILE and _uploaded(asset):
-                            found.append((request_hash, asset))
-            return found
+                refs = self.repo.get_git_matching_refs("tags/" + TAG_PREFIX)
+                names = [ref.ref.removeprefix(prefix) for ref in refs if ref.ref.startswith(prefix)]
+            return [name for name in names if is_request_hash(name)]
 
-        return self._retrying("listing the releases", listing)
+        return self._retrying("listing the build tags", listing)
+
+    def public_build(self, request_hash: str) -> dict[str, Any] | None:
+        """``build.json`` by its public download URL: no API request, no token.
+
+        None when the release has no ``build.json`` (not complete, or a failure).
+        """
+        with self._lock:
+            web = self.repo.html_url.rstrip("/")
+        url = f"{web}/releases/download/{tag_of(request_hash)}/{BUILD_FILE}"
+
+        def download() -> bytes | None:
+            with self._http.get(url, stream=True) as response:
+                if response.status_code == 404:
+                    return None
+                if response.status_code != 200:
+                    raise api_error(response)
+                return _read_json_bytes(response, BUILD_FILE)
+
+        data = self._retrying(f"downloading {BUILD_FILE} of {tag_of(request_hash)}", download)
+        return None if data is None else self._about(request_hash, BUILD_FILE, data)
 
     def build(self, request_hash: str) -> dict[str, Any] | None:
         return self.json_file(request_hash, BUILD_FILE)
@@ -245,12 +267,7 @@ class ReleasesStore:
         ) as response:
             if response.status_code != 200:
                 raise api_error(response)
-            data = bytearray()
-            for chunk in response.iter_content(CHUNK):
-                data += chunk
-                if len(data) > MAX_JSON_BYTES:
-                    raise PublishError(f"{asset.name} is larger than {MAX_JSON_BYTES} bytes")
-            return bytes(data)
+            return _read_json_bytes(response, asset.name)
 
     def find_asset(self, request_hash: str, name: str) -> Asset | None:
         """One uploaded asset of a request's release, or None."""
@@ -395,6 +412,15 @@ class ReleasesStore:
         log.info("uploaded %s to %s (%d bytes)", name, release.tag_name, size)
 
 
+def _read_json_bytes(response: requests.Response, name: str) -> bytes:
+    data = bytearray()
+    for chunk in response.iter_content(CHUNK):
+        data += chunk
+        if len(data) > MAX_JSON_BYTES:
+            raise PublishError(f"{name} is larger than {MAX_JSON_BYTES} bytes")
+    return bytes(data)
+
+
 def _asset(item: GitReleaseAsset) -> Asset:
     return Asset(
         id=item.id,
@@ -461,14 +487,20 @@ def pull(releases: ReleasesStore, local: LocalStore, request_hash: str) -> bool:
 
 
 def pull_all(releases: ReleasesStore, local: LocalStore) -> tuple[int, int]:
-    """Mirror every complete release not mirrored yet: (mirrored now, complete in all)."""
-    complete = releases.complete_releases()
-    mirrored = 0
-    for request_hash, asset in complete:
-        if local.build(request_hash) is not None:
-            continue  # build.json never changes
-        build = releases.read_json(request_hash, asset)
-        if build is not None:
+    """Mirror every complete release not mirrored yet: (mirrored now, complete in all).
+
+    Which releases there are comes from the tags ``build-<hash>`` (one API
+    request for all of them, however many); a hash the local store holds
+    already costs nothing more (build.json never changes), any other one the
+    download of its build.json by the public URL, which uses no API quota.
+    """
+    mirrored = complete = 0
+    for request_hash in releases.build_tags():
+        if local.build(request_hash) is None:
+            build = releases.public_build(request_hash)
+            if build is None:
+                continue
             local.publish(request_hash, local.staging(request_hash), build)
             mirrored += 1
-    return mirrored, len(complete)
+        complete += 1
+    return mirrored, complete
