@@ -8,19 +8,25 @@ publishes a release with the product's own :class:`ReleasesStore`.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
+import inspect
 import json
+import re
 import socket
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import github
 import pytest
 from fastapi.testclient import TestClient
+from github.Workflow import Workflow
 from typer.testing import CliRunner
 
 from asu_ci.api.app import create_app
@@ -779,6 +785,56 @@ def test_pages_pull_mirrors_more_than_1000_releases(
         f"/{fake_github.repo_full_name}/releases/download/build-{k}/build.json"
         for k in (incomplete, failed)
     )
+
+
+#: The first PyGithub release that takes each keyword asu-ci passes (read from the wheels).
+PYGITHUB_SINCE = {
+    ("Github", "auth"): (2, 1),
+    ("Github", "base_url"): (2, 1),
+    ("Github", "timeout"): (2, 1),
+    ("Github", "user_agent"): (2, 1),
+    ("Github", "per_page"): (2, 1),
+    ("Github", "retry"): (2, 1),
+    ("Github", "seconds_between_requests"): (2, 1),
+    ("Github", "seconds_between_writes"): (2, 1),
+    ("Github", "lazy"): (2, 5),
+    ("create_dispatch", "throw"): (2, 9),
+    ("create_dispatch", "return_run_details"): (2, 10),
+}
+
+
+def _pygithub_keywords() -> set[tuple[str, str]]:
+    """(callee, keyword) of every call to ``Github(...)`` or ``.create_dispatch(...)`` in asu_ci."""
+    used = set()
+    for path in (ROOT / "asu_ci").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in ("Github", "create_dispatch"):
+                used |= {(name, k.arg) for k in node.keywords if k.arg is not None}
+    return used
+
+
+def test_declared_pygithub_floor_takes_every_keyword_the_code_passes() -> None:
+    used = _pygithub_keywords()
+    assert ("create_dispatch", "return_run_details") in used  # the scan sees the code
+    unknown = used - set(PYGITHUB_SINCE)
+    assert not unknown, f"look up which PyGithub release first takes {sorted(unknown)}"
+    needed = max(PYGITHUB_SINCE[key] for key in used)
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (spec,) = [d for d in pyproject["project"]["dependencies"] if d.lower().startswith("pygithub")]
+    floor = re.fullmatch(r"pygithub\s*>=\s*(\d+)\.(\d+)(?:\.\d+)?", spec, re.IGNORECASE)
+    assert floor is not None, spec
+    declared = (int(floor[1]), int(floor[2]))
+    assert declared >= needed, f"{spec}: the code needs PyGithub >= {needed[0]}.{needed[1]}"
+    # And the PyGithub installed here takes them all (the table is not wishful).
+    takes = {
+        "Github": inspect.signature(github.Github.__init__).parameters,
+        "create_dispatch": inspect.signature(Workflow.create_dispatch).parameters,
+    }
+    assert all(keyword in takes[callee] for callee, keyword in used)
 
 
 def test_token_and_repository_come_from_the_right_places(tmp_path: Path) -> None:
