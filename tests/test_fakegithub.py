@@ -87,6 +87,33 @@ def test_dispatch_validates_ref_and_workflow(fake_github: FakeGitHub) -> None:
     assert fake_github.runs == []
 
 
+def test_disabled_workflow_and_missing_trigger_refuse_dispatches(fake_github: FakeGitHub) -> None:
+    workflow = _repo(fake_github).get_workflow("build.yml")
+    for state in ("disabled_fork", "disabled_inactivity", "disabled_manually"):
+        fake_github.set_workflow("build.yml", state=state)
+        with pytest.raises(github.GithubException) as err:
+            workflow.create_dispatch("main", {"hash": HASH_A}, throw=True)
+        assert err.value.status == 422
+        assert "disabled workflow" in err.value.data["message"]
+    assert workflow.enable()  # PUT .../enable
+    fake_github.set_workflow("build.yml", dispatchable=False)
+    with pytest.raises(github.GithubException) as err:
+        workflow.create_dispatch("main", {"hash": HASH_A}, throw=True)
+    assert err.value.data["message"] == "Workflow does not have 'workflow_dispatch' trigger"
+    assert fake_github.runs == []
+    fake_github.set_workflow("build.yml", dispatchable=True)
+    assert workflow.create_dispatch("main", {"hash": HASH_A}, throw=True)
+    assert len(fake_github.runs) == 1
+
+
+def test_secondary_rate_limit_without_retry_after(fake_github: FakeGitHub) -> None:
+    fake_github.rate_limit_next(r"/releases$", retry_after=None)
+    with pytest.raises(github.RateLimitExceededException) as err:
+        _repo(fake_github).get_releases()[0]
+    assert "retry-after" not in {k.lower() for k in err.value.headers or {}}
+    assert int(err.value.headers["x-ratelimit-remaining"]) > 0  # not the primary limit
+
+
 def test_runs_listed_filtered_and_found_by_name(fake_github: FakeGitHub) -> None:
     repo = _repo(fake_github)
     workflow = repo.get_workflow("build.yml")

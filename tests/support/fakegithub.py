@@ -29,6 +29,11 @@ Behaviour kept from GitHub on purpose:
 * ``GET /releases`` lists the first 1,000 releases only: the page past them
   answers 422 "Only the first 1000 results are available." (its Link header
   still offers it, so a client that walks every page fails there).
+* Dispatching a workflow that is disabled (``disabled_fork``: scheduled
+  workflows of a fresh fork; ``disabled_inactivity``: 60 days without
+  activity) or has no ``workflow_dispatch`` trigger answers 422 with GitHub's
+  message; ``PUT .../enable`` makes it active again.
+* A secondary rate limit may come without ``Retry-After``.
 * Publishing a release creates its tag; deleting the release keeps the tag.
   ``GET /git/matching-refs/tags/<prefix>`` lists tags (and ``heads/``
   branches) by prefix, all in one answer.
@@ -91,6 +96,9 @@ SECONDARY_RATE_LIMIT_MESSAGE = (
 PRIMARY_RATE_LIMIT_MESSAGE = "API rate limit exceeded for user ID 1."
 #: Listings such as the releases' stop here; the next page is a 422 with this message.
 LIST_LIMIT = 1000
+WORKFLOW_STATES = frozenset(
+    {"active", "disabled_fork", "disabled_inactivity", "disabled_manually", "deleted"}
+)
 LIST_LIMIT_MESSAGE = "Only the first {limit} results are available."
 
 RunNameTemplate = str | Callable[[dict[str, Any]], str] | None
@@ -131,7 +139,10 @@ class FakeWorkflow:
     name: str
     run_name: RunNameTemplate = None
     inputs: dict[str, dict[str, Any]] | None = None  # None: accept any inputs
+    #: active, disabled_fork, disabled_inactivity or disabled_manually.
     state: str = "active"
+    #: False: the file has no ``workflow_dispatch`` trigger (any more).
+    dispatchable: bool = True
 
     @property
     def path(self) -> str:
@@ -229,7 +240,7 @@ class _Rule:
     body: Any = None
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     apply: bool = False
-    retry_after: int = 1
+    retry_after: int | None = 1
     reset_in: float = 1.0
     mode: str = "drop"
     delay: float = 3.0
@@ -543,6 +554,7 @@ _ROUTES: list[tuple[str, str, str, bool]] = [
     ("GET", _REPO + r"/actions/workflows", "list_workflows", True),
     ("GET", _REPO + rf"/actions/workflows/{_SEG}", "get_workflow", True),
     ("POST", _REPO + rf"/actions/workflows/{_SEG}/dispatches", "dispatch", True),
+    ("PUT", _REPO + rf"/actions/workflows/{_SEG}/(enable|disable)", "workflow_state", True),
     ("GET", _REPO + rf"/actions/workflows/{_SEG}/runs", "list_workflow_runs", True),
     ("GET", _REPO + r"/actions/runs", "list_runs", True),
     ("GET", _REPO + r"/actions/runs/(\d+)", "get_run", True),
@@ -801,6 +813,26 @@ class FakeGitHub:
             r.workflows[file] = wf
             return dataclasses.replace(wf)
 
+    def set_workflow(
+        self,
+        file: str,
+        *,
+        state: str | None = None,
+        dispatchable: bool | None = None,
+        repo: str | None = None,
+    ) -> None:
+        """Put a workflow in a state a real fork meets: disabled on a fresh fork
+        (``disabled_fork``), after 60 days without activity (``disabled_inactivity``)
+        or by hand; or without its ``workflow_dispatch`` trigger."""
+        with self._cond:
+            wf = self._repo(repo).workflows[file]
+            if state is not None:
+                if state not in WORKFLOW_STATES:
+                    raise ValueError(f"unknown workflow state {state!r}")
+                wf.state = state
+            if dispatchable is not None:
+                wf.dispatchable = dispatchable
+
     def add_workflow_from_yaml(
         self, source: str | Path, *, file: str | None = None, repo: str | None = None
     ) -> FakeWorkflow:
@@ -923,14 +955,17 @@ class FakeGitHub:
     def rate_limit_next(
         self,
         path_regex: str,
-        retry_after: int = 1,
+        retry_after: int | None = 1,
         *,
         method: str | None = None,
         times: int = 1,
         status: int = 403,
     ) -> None:
         """Answer the next matching request(s) with a secondary rate limit:
-        ``status`` (403, or 429), ``Retry-After: retry_after`` and GitHub's message."""
+        ``status`` (403, or 429), ``Retry-After: retry_after`` and GitHub's message.
+
+        ``retry_after=None`` leaves the header out, as GitHub may: the client is
+        to wait at least a minute."""
         self._add_rule(
             _Rule(
                 kind="secondary",
@@ -1519,7 +1554,8 @@ class FakeGitHub:
                 rule.status,
                 SECONDARY_RATE_LIMIT_MESSAGE,
                 doc="https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api",
-                headers=rate | {"Retry-After": str(rule.retry_after)},
+                headers=rate
+                | ({} if rule.retry_after is None else {"Retry-After": str(rule.retry_after)}),
             )
         if rule is not None and rule.kind == "primary":
             return self._error(
@@ -1845,6 +1881,13 @@ class FakeGitHub:
         with self._cond:
             r = self._ctx_repo(ctx)
             wf = self._ctx_workflow(r, ctx.groups[2])
+            if wf.state != "active":
+                return self._error(
+                    422, "Cannot trigger a 'workflow_dispatch' on a disabled workflow", doc=doc
+                )
+            if not wf.dispatchable:
+                message = "Workflow does not have 'workflow_dispatch' trigger"
+                return self._error(422, message, doc=doc)
             ref = data.get("ref")
             if not isinstance(ref, str) or not ref:
                 return self._error(422, 'Invalid request.\n\n"ref" wasn\'t supplied.', doc=doc)
@@ -1883,6 +1926,12 @@ class FakeGitHub:
             response = _Response(204, {})
         response.inline_hooks = inline
         return response
+
+    def _h_workflow_state(self, ctx: _Ctx) -> _Response:
+        with self._cond:
+            wf = self._ctx_workflow(self._ctx_repo(ctx), ctx.groups[2])
+            wf.state = "active" if ctx.groups[3] == "enable" else "disabled_manually"
+        return _Response(204, {})
 
     def _check_inputs(self, wf: FakeWorkflow, inputs: dict[str, Any]) -> str | None:
         if len(inputs) > self.max_inputs:
