@@ -444,6 +444,67 @@ def test_dispatch_attempts_are_bounded_and_clients_get_503(world: Callable[..., 
     assert queued["queued"] + queued["running"] == 2
 
 
+@pytest.mark.parametrize(
+    "change",
+    [{"state": "disabled_fork"}, {"state": "disabled_inactivity"}, {"dispatchable": False}],
+    ids=["fresh-fork", "60-days", "no-trigger"],
+)
+def test_a_refused_workflow_is_an_outage_and_requests_wait_for_the_fix(
+    world: Callable[..., World], change: dict[str, Any]
+) -> None:
+    w = world()
+    w.fake.on_dispatch = w.workflow_publishes
+    w.fake.set_workflow("build.yml", **change)
+    assert w.post().status_code in (202, 503)  # 503 once the dispatcher met the refusal
+    wait_for(lambda: not w.dispatcher.available())
+    other = w.post(packages=["luci", "tcpdump"])
+    assert other.status_code == 503
+    assert "GitHub answered 422" in other.json()["detail"]
+    assert "enable the workflow build.yml" in other.json()["detail"]
+    time.sleep(1.0)  # several back-off rounds: refused again each time, never failed
+    again = w.post()  # the same request: kept in the queue, a poll
+    assert again.status_code == 202
+    key = again.json()["request_hash"]
+    assert w.poll(key).status_code == 202
+    assert all(r.status == 422 for r in w.dispatches()) and w.fake.runs == []
+    counts = w.dispatcher.queue.counts()
+    assert counts["queued"] + counts["running"] == 2
+
+    w.fake.set_workflow("build.yml", state="active", dispatchable=True)  # the operator's fix
+    assert w.wait_status(key, 200).json()["request_hash"] == key
+    other_key = w.post(packages=["luci", "tcpdump"]).json()["request_hash"]  # kept: a poll
+    assert w.wait_status(other_key, 200).json()["request_hash"] == other_key
+    assert len(w.runs_of(key)) == len(w.runs_of(other_key)) == 1
+    wait_for(w.dispatcher.available)
+
+
+def test_secondary_rate_limit_without_retry_after_waits_a_minute(
+    world: Callable[..., World],
+) -> None:
+    w = world()
+    w.fake.on_dispatch = w.workflow_publishes
+    w.fake.rate_limit_next(r"/dispatches$", retry_after=None, method="POST")
+    key = w.post().json()["request_hash"]
+    wait_for(lambda: len(w.dispatches()) == 1 and w.dispatches()[0].status == 403)
+    time.sleep(1.5)  # a Retry-After: 1 limit is sent again by now (see above); this one is not
+    assert len(w.dispatches()) == 1
+    assert w.poll(key).status_code == 202
+    assert w.dispatcher.available()  # paused for a limit, not out of order
+
+
+def test_upload_secondary_rate_limit_without_retry_after_is_a_limit(
+    fake_github: FakeGitHub, releases: ReleasesStore, tmp_path: Path
+) -> None:
+    folder = build_folder(tmp_path / "store", KEY, REQUEST)
+    fake_github.rate_limit_next(r"/assets$", retry_after=None, method="POST")
+    releases.max_wait = 5.0  # below the minute such a limit asks for: given up, not retried
+    with pytest.raises(github.RateLimitExceededException) as err:
+        releases.publish(KEY, folder, build_body(KEY, REQUEST))
+    assert rate_limit_wait(err.value) == 60.0
+    uploads = fake_github.find_requests("POST", r"/assets$")
+    assert [r.status for r in uploads] == [403]
+
+
 def test_rate_limit_wait_reads_github_headers() -> None:
     import github
 

@@ -29,16 +29,20 @@ checks whether the release is complete.
 
 Rate limits. A 403/429 with ``Retry-After`` or an exhausted
 ``X-RateLimit-Remaining`` pauses the whole backend (both threads) until the
-time GitHub names: nothing is sent meanwhile. The request that met the limit
+time GitHub names; a secondary limit that names no time pauses it a minute,
+as GitHub asks. Nothing is sent meanwhile. The request that met the limit
 stays claimed and is sent when the pause ends, without a look-up (GitHub
 refused it, so it started nothing).
 
 Where a client gets 503. When GitHub cannot be reached (no connection, time
-outs, 5xx) or refuses our credentials (401, 403, 404), the backend is
+outs, 5xx), refuses our credentials (401, 403, 404) or refuses the workflow
+(a 422 for a disabled workflow — a fresh fork, 60 days without activity — no
+``workflow_dispatch`` trigger, an unknown ref, undeclared inputs), the backend is
 *unavailable*: it backs off exponentially up to ``backoff_max`` and then asks
 GitHub again (``GET /rate_limit``, which costs no quota). Meanwhile the endpoint
 still validates and queues new requests durably — nothing accepted is lost —
-but :meth:`GitHubDispatcher.wake`, which the endpoint calls right after
+and the request that met the refusal stays claimed and is dispatched once it
+passes, but :meth:`GitHubDispatcher.wake`, which the endpoint calls right after
 queueing a *new* request, raises :class:`BackendUnavailableError`: that client
 gets a 503 JSON body whose ``detail`` says what is wrong and that the request
 is kept. A repeated POST or a poll of a queued request answers 202 from its
@@ -149,6 +153,18 @@ class _Link:
         self.releases.close()
 
 
+def _refused_for_its_size(exc: github.GithubException) -> bool:
+    """A 422 about this request's inputs, not about the workflow.
+
+    Every request sends the same two string inputs, so the only refusal one
+    request can earn alone is its size; any other 422 (a disabled workflow,
+    no ``workflow_dispatch`` trigger, an unknown ref, inputs the file does not
+    declare) refuses every request until the operator fixes the repository.
+    """
+    message = exc.data.get("message") if isinstance(exc.data, dict) else None
+    return exc.status == 422 and "too large" in str(message or "").lower()
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(max(epoch, 0), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -252,6 +268,15 @@ class GitHubDispatcher:
             self._paused_until = max(self._paused_until, time.monotonic() + delay)
             if is_transient(exc):
                 self._outage = describe(exc)
+            elif isinstance(exc, github.GithubException) and exc.status == 422:
+                cfg = self.settings.github
+                self._outage = (
+                    f"{describe(exc)}; the operator should enable the workflow "
+                    f"{cfg.workflow} in {cfg.repository} (Actions tab; a fork starts with "
+                    "workflows disabled, and GitHub disables them after 60 days without "
+                    f"activity) and check that it has workflow_dispatch with the inputs hash "
+                    f"and request on {cfg.ref}"
+                )
             else:
                 cfg = self.settings.github
                 self._outage = (
@@ -363,9 +388,8 @@ class GitHubDispatcher:
         try:
             self._dispatch(link, job, inputs)
         except github.GithubException as exc:
-            if exc.status != 422:
-                raise
-            # This request's inputs were refused; others may well pass.
+            if not _refused_for_its_size(exc):
+                raise  # a 422 about the workflow is an outage: the job waits for the fix
             self._fail(job, BuildError(f"GitHub refused to start the build: {describe(exc)}"))
 
     def _dispatch(self, link: _Link, job: _Job, inputs: dict[str, str]) -> None:
