@@ -426,9 +426,9 @@ def matrix(
 
     import yaml
 
+    from asu_ci.build.matrix import matrix as actions_matrix
+    from asu_ci.build.matrix import select
     from asu_ci.build.prebuild import read_list
-    from asu_ci.dispatch.github import matrix as actions_matrix
-    from asu_ci.dispatch.github import select
     from asu_ci.errors import UsageError
 
     entries = read_list(list_file)
@@ -536,7 +536,7 @@ def release_pull(
         ),
     ] = None,
     everything: Annotated[
-        bool, typer.Option("--all", help="Every complete release of the repository.")
+        bool, typer.Option("--all", help="Every complete release of the repository (by its tag).")
     ] = False,
     upstream: UpstreamOpt = None,
     public: PublicOpt = None,
@@ -547,7 +547,8 @@ def release_pull(
     Copies build.json (and the 200 status.json) of each complete release, so
     the static tree answers for it and build/prebuild skip it. Prints one line
     for $GITHUB_OUTPUT: complete=true when every HASH (and list entry) is
-    published, else complete=false.
+    published, else complete=false. --all finds the builds by their tags
+    (build-*), not by the release listing, which GitHub cuts off at 1,000.
     """
     from asu_ci.errors import UsageError
     from asu_ci.publish.local import LocalStore

@@ -87,6 +87,33 @@ def test_dispatch_validates_ref_and_workflow(fake_github: FakeGitHub) -> None:
     assert fake_github.runs == []
 
 
+def test_disabled_workflow_and_missing_trigger_refuse_dispatches(fake_github: FakeGitHub) -> None:
+    workflow = _repo(fake_github).get_workflow("build.yml")
+    for state in ("disabled_fork", "disabled_inactivity", "disabled_manually"):
+        fake_github.set_workflow("build.yml", state=state)
+        with pytest.raises(github.GithubException) as err:
+            workflow.create_dispatch("main", {"hash": HASH_A}, throw=True)
+        assert err.value.status == 422
+        assert "disabled workflow" in err.value.data["message"]
+    assert workflow.enable()  # PUT .../enable
+    fake_github.set_workflow("build.yml", dispatchable=False)
+    with pytest.raises(github.GithubException) as err:
+        workflow.create_dispatch("main", {"hash": HASH_A}, throw=True)
+    assert err.value.data["message"] == "Workflow does not have 'workflow_dispatch' trigger"
+    assert fake_github.runs == []
+    fake_github.set_workflow("build.yml", dispatchable=True)
+    assert workflow.create_dispatch("main", {"hash": HASH_A}, throw=True)
+    assert len(fake_github.runs) == 1
+
+
+def test_secondary_rate_limit_without_retry_after(fake_github: FakeGitHub) -> None:
+    fake_github.rate_limit_next(r"/releases$", retry_after=None)
+    with pytest.raises(github.RateLimitExceededException) as err:
+        _repo(fake_github).get_releases()[0]
+    assert "retry-after" not in {k.lower() for k in err.value.headers or {}}
+    assert int(err.value.headers["x-ratelimit-remaining"]) > 0  # not the primary limit
+
+
 def test_runs_listed_filtered_and_found_by_name(fake_github: FakeGitHub) -> None:
     repo = _repo(fake_github)
     workflow = repo.get_workflow("build.yml")
@@ -257,6 +284,44 @@ def test_draft_release_is_not_found_by_tag_until_published(fake_github: FakeGitH
     with pytest.raises(github.GithubException) as err:
         other.update_release(name="build", message="", draft=False)
     assert err.value.status == 422
+
+
+def test_release_listing_stops_at_1000_like_github(fake_github: FakeGitHub) -> None:
+    for n in range(1001):
+        fake_github.create_release(f"build-{n:064x}")
+    repo = _repo(fake_github, per_page=100)
+    seen = []
+    with pytest.raises(github.GithubException) as err:
+        for release in repo.get_releases():
+            seen.append(release.tag_name)
+    assert err.value.status == 422
+    assert err.value.data["message"] == "Only the first 1000 results are available."
+    assert len(seen) == len(set(seen)) == 1000
+    assert seen[0] == f"build-{1000:064x}"  # newest first
+    # A page inside the first 1,000 is served as before.
+    page = _raw(fake_github, "GET", f"/repos/{fake_github.repo_full_name}/releases?per_page=30")
+    assert page.status_code == 200 and len(page.json()) == 30
+    assert 'rel="next"' in page.headers["Link"]
+
+
+def test_tags_are_listed_by_prefix_and_outlive_their_release(fake_github: FakeGitHub) -> None:
+    for n in range(1001):
+        fake_github.create_release(f"build-{n:064x}")
+    fake_github.create_release("v1.0")
+    draft = fake_github.create_release("build-" + HASH_A, draft=True)
+    repo = _repo(fake_github)
+    refs = [ref.ref for ref in repo.get_git_matching_refs("tags/build-")]
+    assert len(refs) == 1001  # every tag, in one answer; the draft has none yet
+    assert "refs/tags/build-" + HASH_A not in refs
+    assert refs[0] == f"refs/tags/build-{0:064x}"
+    assert [ref.ref for ref in repo.get_git_matching_refs("heads/")] == ["refs/heads/main"]
+    release = repo.get_release(draft.id)
+    release.update_release(name="published", message="", draft=False)
+    repo.get_release(f"build-{1:064x}").delete_release()
+    refs = [ref.ref for ref in repo.get_git_matching_refs("tags/build-")]
+    assert "refs/tags/build-" + HASH_A in refs  # made when the draft was published
+    assert f"refs/tags/build-{1:064x}" in refs  # a deleted release leaves its tag
+    assert len(refs) == 1002
 
 
 def test_asset_upload_listing_and_duplicate(fake_github: FakeGitHub, tmp_path: Path) -> None:

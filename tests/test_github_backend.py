@@ -8,45 +8,44 @@ publishes a release with the product's own :class:`ReleasesStore`.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
+import inspect
 import json
+import re
 import socket
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import github
 import pytest
 from fastapi.testclient import TestClient
+from github.Workflow import Workflow
 from typer.testing import CliRunner
 
 from asu_ci.api.app import create_app
+from asu_ci.build.matrix import MAX_MATRIX_JOBS, matrix, select
 from asu_ci.cli import app as cli
 from asu_ci.config import Settings
-from asu_ci.dispatch.github import (
-    MAX_MATRIX_JOBS,
-    RUN_NAME,
-    GitHubDispatcher,
-    Tuning,
-    matrix,
-    select,
-)
+from asu_ci.dispatch.github import RUN_NAME, GitHubDispatcher, Tuning
 from asu_ci.errors import BuildError, ConfigError, UsageError
+from asu_ci.github import Pace, rate_limit_wait
 from asu_ci.identity.hashing import request_hash
 from asu_ci.identity.validate import NormalizedRequest
 from asu_ci.publish import bodies
 from asu_ci.publish.local import LocalStore
 from asu_ci.publish.releases import (
-    Pace,
     ReleasesStore,
     built_here,
     publish_folder,
     pull,
     pull_all,
-    rate_limit_wait,
 )
 from tests.support import fakegithub
 from tests.support.fakegithub import FakeGitHub, FakeRun
@@ -445,6 +444,67 @@ def test_dispatch_attempts_are_bounded_and_clients_get_503(world: Callable[..., 
     assert queued["queued"] + queued["running"] == 2
 
 
+@pytest.mark.parametrize(
+    "change",
+    [{"state": "disabled_fork"}, {"state": "disabled_inactivity"}, {"dispatchable": False}],
+    ids=["fresh-fork", "60-days", "no-trigger"],
+)
+def test_a_refused_workflow_is_an_outage_and_requests_wait_for_the_fix(
+    world: Callable[..., World], change: dict[str, Any]
+) -> None:
+    w = world()
+    w.fake.on_dispatch = w.workflow_publishes
+    w.fake.set_workflow("build.yml", **change)
+    assert w.post().status_code in (202, 503)  # 503 once the dispatcher met the refusal
+    wait_for(lambda: not w.dispatcher.available())
+    other = w.post(packages=["luci", "tcpdump"])
+    assert other.status_code == 503
+    assert "GitHub answered 422" in other.json()["detail"]
+    assert "enable the workflow build.yml" in other.json()["detail"]
+    time.sleep(1.0)  # several back-off rounds: refused again each time, never failed
+    again = w.post()  # the same request: kept in the queue, a poll
+    assert again.status_code == 202
+    key = again.json()["request_hash"]
+    assert w.poll(key).status_code == 202
+    assert all(r.status == 422 for r in w.dispatches()) and w.fake.runs == []
+    counts = w.dispatcher.queue.counts()
+    assert counts["queued"] + counts["running"] == 2
+
+    w.fake.set_workflow("build.yml", state="active", dispatchable=True)  # the operator's fix
+    assert w.wait_status(key, 200).json()["request_hash"] == key
+    other_key = w.post(packages=["luci", "tcpdump"]).json()["request_hash"]  # kept: a poll
+    assert w.wait_status(other_key, 200).json()["request_hash"] == other_key
+    assert len(w.runs_of(key)) == len(w.runs_of(other_key)) == 1
+    wait_for(w.dispatcher.available)
+
+
+def test_secondary_rate_limit_without_retry_after_waits_a_minute(
+    world: Callable[..., World],
+) -> None:
+    w = world()
+    w.fake.on_dispatch = w.workflow_publishes
+    w.fake.rate_limit_next(r"/dispatches$", retry_after=None, method="POST")
+    key = w.post().json()["request_hash"]
+    wait_for(lambda: len(w.dispatches()) == 1 and w.dispatches()[0].status == 403)
+    time.sleep(1.5)  # a Retry-After: 1 limit is sent again by now (see above); this one is not
+    assert len(w.dispatches()) == 1
+    assert w.poll(key).status_code == 202
+    assert w.dispatcher.available()  # paused for a limit, not out of order
+
+
+def test_upload_secondary_rate_limit_without_retry_after_is_a_limit(
+    fake_github: FakeGitHub, releases: ReleasesStore, tmp_path: Path
+) -> None:
+    folder = build_folder(tmp_path / "store", KEY, REQUEST)
+    fake_github.rate_limit_next(r"/assets$", retry_after=None, method="POST")
+    releases.max_wait = 5.0  # below the minute such a limit asks for: given up, not retried
+    with pytest.raises(github.RateLimitExceededException) as err:
+        releases.publish(KEY, folder, build_body(KEY, REQUEST))
+    assert rate_limit_wait(err.value) == 60.0
+    uploads = fake_github.find_requests("POST", r"/assets$")
+    assert [r.status for r in uploads] == [403]
+
+
 def test_rate_limit_wait_reads_github_headers() -> None:
     import github
 
@@ -745,6 +805,97 @@ def test_local_store_round_trip(
     other = LocalStore(tmp_path / "other")
     assert pull_all(releases, other) == (1, 1)
     assert pull_all(releases, other) == (0, 1)
+
+
+def test_pages_pull_mirrors_more_than_1000_releases(
+    fake_github: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``asu-ci release pull --all`` as pages.yml runs it, past GitHub's 1,000-release listing."""
+    keys = [hashlib.sha256(str(n).encode()).hexdigest() for n in range(1005)]
+    for key in keys:
+        body = json.dumps(build_body(key, REQUEST)).encode()
+        fake_github.publish_release(f"build-{key}", {IMAGE: b"img", "build.json": body})
+    incomplete, failed = "c" * 64, "d" * 64
+    fake_github.publish_release(f"build-{incomplete}", {IMAGE: b"half"})
+    fake_github.publish_release(f"build-{failed}", {"status.json": b'{"status": 500}'})
+    fake_github.create_release("build-not-a-hash")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ASU_CI_GITHUB__REPOSITORY", fake_github.repo_full_name)
+    monkeypatch.setenv("ASU_CI_GITHUB__API_URL", fake_github.base_url)
+    monkeypatch.setenv("GITHUB_TOKEN", fake_github.token)
+    public = tmp_path / "public"
+    runner = CliRunner()
+
+    first = runner.invoke(cli, ["release", "pull", "--all", "--public", str(public)])
+    assert first.exit_code == 0, first.output
+    assert "1005 complete release(s), 1005 mirrored now" in first.output
+    store = LocalStore(public / "store")
+    assert all(store.build(key) == build_body(key, REQUEST) for key in keys)
+    assert store.build(incomplete) is None and store.build(failed) is None
+    api = [r for r in fake_github.requests if "/releases/download/" not in r.path]
+    api = [r for r in api if not r.path.startswith("/_fake/")]
+    assert not any(r.path.endswith("/releases") for r in api)  # never the capped listing
+    assert len(api) <= 3, [r.path for r in api]  # the repository and its build tags
+
+    fake_github.clear_requests()
+    again = runner.invoke(cli, ["release", "pull", "--all", "--public", str(public)])
+    assert again.exit_code == 0, again.output
+    assert "1005 complete release(s), 0 mirrored now" in again.output
+    downloads = [r.path for r in fake_github.requests if "/releases/download/" in r.path]
+    assert sorted(downloads) == sorted(  # only what is not mirrored yet is looked at
+        f"/{fake_github.repo_full_name}/releases/download/build-{k}/build.json"
+        for k in (incomplete, failed)
+    )
+
+
+#: The first PyGithub release that takes each keyword asu-ci passes (read from the wheels).
+PYGITHUB_SINCE = {
+    ("Github", "auth"): (2, 1),
+    ("Github", "base_url"): (2, 1),
+    ("Github", "timeout"): (2, 1),
+    ("Github", "user_agent"): (2, 1),
+    ("Github", "per_page"): (2, 1),
+    ("Github", "retry"): (2, 1),
+    ("Github", "seconds_between_requests"): (2, 1),
+    ("Github", "seconds_between_writes"): (2, 1),
+    ("Github", "lazy"): (2, 5),
+    ("create_dispatch", "throw"): (2, 9),
+    ("create_dispatch", "return_run_details"): (2, 10),
+}
+
+
+def _pygithub_keywords() -> set[tuple[str, str]]:
+    """(callee, keyword) of every call to ``Github(...)`` or ``.create_dispatch(...)`` in asu_ci."""
+    used = set()
+    for path in (ROOT / "asu_ci").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in ("Github", "create_dispatch"):
+                used |= {(name, k.arg) for k in node.keywords if k.arg is not None}
+    return used
+
+
+def test_declared_pygithub_floor_takes_every_keyword_the_code_passes() -> None:
+    used = _pygithub_keywords()
+    assert ("create_dispatch", "return_run_details") in used  # the scan sees the code
+    unknown = used - set(PYGITHUB_SINCE)
+    assert not unknown, f"look up which PyGithub release first takes {sorted(unknown)}"
+    needed = max(PYGITHUB_SINCE[key] for key in used)
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (spec,) = [d for d in pyproject["project"]["dependencies"] if d.lower().startswith("pygithub")]
+    floor = re.fullmatch(r"pygithub\s*>=\s*(\d+)\.(\d+)(?:\.\d+)?", spec, re.IGNORECASE)
+    assert floor is not None, spec
+    declared = (int(floor[1]), int(floor[2]))
+    assert declared >= needed, f"{spec}: the code needs PyGithub >= {needed[0]}.{needed[1]}"
+    # And the PyGithub installed here takes them all (the table is not wishful).
+    takes = {
+        "Github": inspect.signature(github.Github.__init__).parameters,
+        "create_dispatch": inspect.signature(Workflow.create_dispatch).parameters,
+    }
+    assert all(keyword in takes[callee] for callee, keyword in used)
 
 
 def test_token_and_repository_come_from_the_right_places(tmp_path: Path) -> None:

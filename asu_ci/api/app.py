@@ -470,7 +470,8 @@ def _serve_release_assets(app: FastAPI, settings: Settings, store: LocalStore) -
     from github import GithubException
     from requests import RequestException
 
-    from asu_ci.publish.releases import ASSET_NAME, AssetStream, ReleasesStore, describe
+    from asu_ci.github import describe
+    from asu_ci.publish.releases import ASSET_NAME, AssetStream, ReleasesStore
 
     releases = ReleasesStore(settings.github)
 

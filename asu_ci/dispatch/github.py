@@ -29,16 +29,20 @@ checks whether the release is complete.
 
 Rate limits. A 403/429 with ``Retry-After`` or an exhausted
 ``X-RateLimit-Remaining`` pauses the whole backend (both threads) until the
-time GitHub names: nothing is sent meanwhile. The request that met the limit
+time GitHub names; a secondary limit that names no time pauses it a minute,
+as GitHub asks. Nothing is sent meanwhile. The request that met the limit
 stays claimed and is sent when the pause ends, without a look-up (GitHub
 refused it, so it started nothing).
 
 Where a client gets 503. When GitHub cannot be reached (no connection, time
-outs, 5xx) or refuses our credentials (401, 403, 404), the backend is
+outs, 5xx), refuses our credentials (401, 403, 404) or refuses the workflow
+(a 422 for a disabled workflow — a fresh fork, 60 days without activity — no
+``workflow_dispatch`` trigger, an unknown ref, undeclared inputs), the backend is
 *unavailable*: it backs off exponentially up to ``backoff_max`` and then asks
 GitHub again (``GET /rate_limit``, which costs no quota). Meanwhile the endpoint
 still validates and queues new requests durably — nothing accepted is lost —
-but :meth:`GitHubDispatcher.wake`, which the endpoint calls right after
+and the request that met the refusal stays claimed and is dispatched once it
+passes, but :meth:`GitHubDispatcher.wake`, which the endpoint calls right after
 queueing a *new* request, raises :class:`BackendUnavailableError`: that client
 gets a 503 JSON body whose ``detail`` says what is wrong and that the request
 is kept. A repeated POST or a poll of a queued request answers 202 from its
@@ -49,7 +53,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -58,26 +61,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 import github
-import requests
 from github.Workflow import Workflow
 from github.WorkflowRun import WorkflowRun
 
 from asu_ci.config import Settings
 from asu_ci.dispatch.base import recover
 from asu_ci.dispatch.queue import Queue, Row
-from asu_ci.errors import BackendUnavailableError, BuildError, UsageError
-from asu_ci.identity.request import PROFILE, TARGET, VERSION
-from asu_ci.publish import bodies
-from asu_ci.publish.local import LocalStore
-from asu_ci.publish.releases import (
+from asu_ci.errors import BackendUnavailableError, BuildError
+from asu_ci.github import (
+    ERRORS,
     Pace,
-    ReleasesStore,
     describe,
     is_transient,
     rate_limit_wait,
     repository_name,
     token_from_env,
 )
+from asu_ci.publish import bodies
+from asu_ci.publish.local import LocalStore
+from asu_ci.publish.releases import ReleasesStore
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +87,6 @@ log = logging.getLogger(__name__)
 RUN_NAME = "build {hash}"
 #: GitHub refuses dispatches whose inputs exceed 65 535 characters.
 MAX_INPUT_CHARS = 65_000
-#: A GitHub Actions matrix holds at most this many jobs.
-MAX_MATRIX_JOBS = 256
-
-_GITHUB_ERRORS = (github.GithubException, requests.RequestException, OSError)
 
 
 @dataclass(frozen=True)
@@ -153,6 +151,18 @@ class _Link:
 
     def close(self) -> None:
         self.releases.close()
+
+
+def _refused_for_its_size(exc: github.GithubException) -> bool:
+    """A 422 about this request's inputs, not about the workflow.
+
+    Every request sends the same two string inputs, so the only refusal one
+    request can earn alone is its size; any other 422 (a disabled workflow,
+    no ``workflow_dispatch`` trigger, an unknown ref, inputs the file does not
+    declare) refuses every request until the operator fixes the repository.
+    """
+    message = exc.data.get("message") if isinstance(exc.data, dict) else None
+    return exc.status == 422 and "too large" in str(message or "").lower()
 
 
 def _iso(epoch: float) -> str:
@@ -258,6 +268,15 @@ class GitHubDispatcher:
             self._paused_until = max(self._paused_until, time.monotonic() + delay)
             if is_transient(exc):
                 self._outage = describe(exc)
+            elif isinstance(exc, github.GithubException) and exc.status == 422:
+                cfg = self.settings.github
+                self._outage = (
+                    f"{describe(exc)}; the operator should enable the workflow "
+                    f"{cfg.workflow} in {cfg.repository} (Actions tab; a fork starts with "
+                    "workflows disabled, and GitHub disables them after 60 days without "
+                    f"activity) and check that it has workflow_dispatch with the inputs hash "
+                    f"and request on {cfg.ref}"
+                )
             else:
                 cfg = self.settings.github
                 self._outage = (
@@ -293,7 +312,7 @@ class GitHubDispatcher:
                     continue
                 try:
                     self._start(link, job)
-                except _GITHUB_ERRORS as exc:
+                except ERRORS as exc:
                     self._trouble(exc)
                 except Exception:  # a bug must not stop every other request
                     log.exception("dispatching %s failed", job.hash)
@@ -312,7 +331,7 @@ class GitHubDispatcher:
         if self.outage() is not None:
             try:  # nothing to retry: ask GitHub whether it is back
                 link.probe()
-            except _GITHUB_ERRORS as exc:
+            except ERRORS as exc:
                 self._trouble(exc)
             else:
                 self._healthy()
@@ -369,9 +388,8 @@ class GitHubDispatcher:
         try:
             self._dispatch(link, job, inputs)
         except github.GithubException as exc:
-            if exc.status != 422:
-                raise
-            # This request's inputs were refused; others may well pass.
+            if not _refused_for_its_size(exc):
+                raise  # a 422 about the workflow is an outage: the job waits for the fix
             self._fail(job, BuildError(f"GitHub refused to start the build: {describe(exc)}"))
 
     def _dispatch(self, link: _Link, job: _Job, inputs: dict[str, str]) -> None:
@@ -383,7 +401,7 @@ class GitHubDispatcher:
                 result = link.workflow().create_dispatch(
                     self.settings.github.ref, inputs, throw=True, return_run_details=True
                 )
-            except _GITHUB_ERRORS as exc:
+            except ERRORS as exc:
                 if rate_limit_wait(exc) is not None or not is_transient(exc):
                     raise  # refused: GitHub started nothing
                 lost = exc
@@ -451,7 +469,7 @@ class GitHubDispatcher:
                     continue
                 try:
                     self._follow(link, jobs)
-                except _GITHUB_ERRORS as exc:
+                except ERRORS as exc:
                     self._trouble(exc)
                 except Exception:
                     log.exception("following the runs in flight failed")
@@ -525,45 +543,3 @@ class GitHubDispatcher:
         self.store.write_status(job.hash, bodies.failed(job.hash, error))
         self.queue.finish(job.hash, ok=False, detail=error.message)
         self._forget(job.hash)
-
-
-# -- prebuild lists as GitHub Actions matrices ------------------------------------------------
-
-
-def matrix(entries: Iterable[Any], source: str = "prebuild list") -> dict[str, Any]:
-    """``{"include": [{version, target, profiles}]}``: one job per (version, target), sorted.
-
-    Only the fields that name a job are checked here (the index is not needed);
-    each job validates its entries fully before building.
-    """
-    checks = (("version", VERSION), ("target", TARGET), ("profile", PROFILE))
-    groups: dict[tuple[str, str], list[str]] = {}
-    for number, entry in enumerate(entries, 1):
-        if not isinstance(entry, Mapping):
-            raise UsageError(f"{source}: entry {number} is not a mapping of request fields")
-        for key, pattern in checks:
-            value = entry.get(key)
-            if not isinstance(value, str) or re.fullmatch(pattern, value) is None:
-                raise UsageError(f"{source}: entry {number}: '{key}' is missing or not valid")
-        profiles = groups.setdefault((entry["version"], entry["target"]), [])
-        if entry["profile"] not in profiles:
-            profiles.append(entry["profile"])
-    if len(groups) > MAX_MATRIX_JOBS:
-        raise UsageError(
-            f"{source}: {len(groups)} (version, target) groups, more than the "
-            f"{MAX_MATRIX_JOBS} jobs one GitHub Actions matrix may have; split the list"
-        )
-    include = [
-        {"version": version, "target": target, "profiles": profiles}
-        for (version, target), profiles in sorted(groups.items())
-    ]
-    return {"include": include}
-
-
-def select(entries: Iterable[Any], version: str, target: str) -> list[Any]:
-    """The entries of one matrix job, in list order."""
-    return [
-        e
-        for e in entries
-        if isinstance(e, Mapping) and e.get("version") == version and e.get("target") == target
-    ]

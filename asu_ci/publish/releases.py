@@ -22,23 +22,18 @@ The JSON API goes through PyGithub. Uploads and downloads use a
 (``uploads.github.com``, the object storage a download redirects to) without
 any timeout. Redirects to another host drop the ``Authorization`` header.
 
-Failures are GitHub's own (:class:`github.GithubException`) or the transport's
-(:class:`requests.RequestException`); :func:`rate_limit_wait` and
-:func:`is_transient` classify both, so a caller can decide between backing
-off and giving up. With ``attempts > 1`` (what a CI job uses) the store waits
-out rate limits and transient errors itself, within ``max_wait`` seconds.
+The client, the token and the telling apart of failures are
+:mod:`asu_ci.github`'s. With ``attempts > 1`` (what a CI job uses) the store
+waits out rate limits and transient errors itself, within ``max_wait`` seconds.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import mimetypes
-import os
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -50,11 +45,19 @@ import requests
 from github.GitRelease import GitRelease
 from github.GitReleaseAsset import GitReleaseAsset
 from github.Repository import Repository
-from urllib3.util.retry import Retry
 
-from asu_ci import __version__, fsutil
+from asu_ci import fsutil
 from asu_ci.config import GitHub
-from asu_ci.errors import AsuCiError, ConfigError, UsageError
+from asu_ci.errors import AsuCiError, UsageError
+from asu_ci.github import (
+    Pace,
+    already_exists,
+    api_error,
+    connect,
+    repository_name,
+    retrying,
+    token_from_env,
+)
 from asu_ci.http import Session
 from asu_ci.identity.hashing import is_request_hash
 from asu_ci.publish.local import LocalStore
@@ -69,8 +72,6 @@ MAX_JSON_BYTES = 16 << 20
 CHUNK = 1 << 16
 #: Asset names as ``asu-ci build`` writes them (and GitHub keeps unchanged).
 ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
-#: Waits asked for by GitHub are honoured up to this, and capped here.
-DEFAULT_RATE_WAIT = 60.0
 
 T = TypeVar("T")
 
@@ -80,14 +81,6 @@ class PublishError(AsuCiError):
 
     exit_code = 3
     http_status = 502
-
-
-@dataclass(frozen=True)
-class Pace:
-    """PyGithub's pauses between calls (its defaults; GitHub asks for them on writes)."""
-
-    seconds_between_requests: float | None = 0.25
-    seconds_between_writes: float | None = 1.0
 
 
 @dataclass(frozen=True)
@@ -117,137 +110,6 @@ def tag_of(request_hash: str) -> str:
     if not is_request_hash(request_hash):
         raise ValueError("not a request hash")
     return TAG_PREFIX + request_hash
-
-
-def token_from_env(cfg: GitHub, environ: Mapping[str, str] | None = None) -> str:
-    """The token, from the env var the configuration names (never from the file)."""
-    env = os.environ if environ is None else environ
-    token = env.get(cfg.token_env, "").strip()
-    if not token:
-        raise ConfigError(
-            f"backend 'github' needs a token in the environment variable {cfg.token_env} "
-            "(github.token_env): export a token that may run workflows and write releases "
-            "in the repository (fine-grained: Actions and Contents read/write)"
-        )
-    return token
-
-
-def repository_name(cfg: GitHub) -> str:
-    if cfg.repository is None:
-        raise ConfigError(
-            "backend 'github' needs github.repository (OWNER/NAME of the repository whose "
-            "workflows build and whose releases hold the images)"
-        )
-    return cfg.repository
-
-
-def connect(
-    cfg: GitHub, *, environ: Mapping[str, str] | None = None, pace: Pace | None = None
-) -> github.Github:
-    """A PyGithub client that never repeats a request that changes something.
-
-    Its retries cover GET and HEAD (and connections that were never made); a
-    POST whose answer is lost is for the caller to look into. It is lazy:
-    objects are fetched when a field is read, not when they are named.
-    """
-    pace = pace or Pace()
-    retry = Retry(
-        total=2,
-        connect=2,
-        read=2,
-        status=2,
-        other=0,
-        allowed_methods=frozenset({"GET", "HEAD"}),
-        status_forcelist=(500, 502, 503, 504),
-        backoff_factor=0.3,
-        raise_on_status=False,
-        respect_retry_after_header=False,
-    )
-    return github.Github(
-        base_url=cfg.api_url.rstrip("/"),
-        auth=github.Auth.Token(token_from_env(cfg, environ)),
-        timeout=max(1, round(cfg.timeout_seconds)),
-        user_agent=f"asu-ci/{__version__}",
-        per_page=100,
-        retry=retry,
-        seconds_between_requests=pace.seconds_between_requests,
-        seconds_between_writes=pace.seconds_between_writes,
-        lazy=True,
-    )
-
-
-# -- telling failures apart ----------------------------------------------------------------
-
-
-def _headers(exc: BaseException) -> dict[str, str]:
-    if isinstance(exc, github.GithubException):
-        return {k.lower(): str(v) for k, v in (exc.headers or {}).items()}
-    return {}
-
-
-def rate_limit_wait(exc: BaseException, now: float | None = None) -> float | None:
-    """Seconds GitHub asks us to wait, when ``exc`` is a (primary or secondary) rate limit."""
-    if not isinstance(exc, github.GithubException):
-        return None
-    headers = _headers(exc)
-    limited = (
-        isinstance(exc, github.RateLimitExceededException)
-        or exc.status == 429
-        or (exc.status == 403 and ("retry-after" in headers or _remaining(headers) == 0))
-    )
-    if not limited:
-        return None
-    retry_after = headers.get("retry-after", "")
-    if retry_after.strip().isdigit():
-        return max(float(retry_after), 1.0)
-    if retry_after:
-        when = email.utils.parsedate_to_datetime(retry_after).timestamp()
-        return max(when - (time.time() if now is None else now), 1.0)
-    reset = headers.get("x-ratelimit-reset", "")
-    if _remaining(headers) == 0 and reset.isdigit():
-        return max(float(reset) - (time.time() if now is None else now), 1.0)
-    return DEFAULT_RATE_WAIT
-
-
-def _remaining(headers: Mapping[str, str]) -> int | None:
-    value = headers.get("x-ratelimit-remaining", "")
-    return int(value) if value.isdigit() else None
-
-
-def is_transient(exc: BaseException) -> bool:
-    """No answer, a timeout or a 5xx: GitHub may or may not have acted on the request."""
-    if isinstance(exc, github.GithubException):
-        return exc.status >= 500
-    return isinstance(exc, requests.RequestException | OSError)
-
-
-def describe(exc: BaseException) -> str:
-    """One line about a failure, for logs and client-facing details (never the token)."""
-    if isinstance(exc, github.GithubException):
-        message = exc.data.get("message") if isinstance(exc.data, dict) else None
-        return f"GitHub answered {exc.status}" + (f": {message}" if message else "")
-    if isinstance(exc, requests.Timeout):
-        return "GitHub did not answer in time"
-    if isinstance(exc, requests.ConnectionError | OSError):
-        return "GitHub cannot be reached"
-    return type(exc).__name__
-
-
-def already_exists(exc: BaseException) -> bool:
-    if not isinstance(exc, github.GithubException) or exc.status != 422:
-        return False
-    errors = exc.data.get("errors") if isinstance(exc.data, dict) else None
-    return any(isinstance(e, dict) and e.get("code") == "already_exists" for e in errors or [])
-
-
-def _api_error(response: requests.Response) -> github.GithubException:
-    """A non-2xx answer of an upload or download, as PyGithub would raise it."""
-    try:
-        data: Any = response.json()
-    except ValueError:
-        data = {"message": response.text[:200]}
-    headers = {k.lower(): v for k, v in response.headers.items()}
-    return github.GithubException(response.status_code, data, headers)
 
 
 # -- the store -----------------------------------------------------------------------------
@@ -284,19 +146,7 @@ class ReleasesStore:
     # -- retries -------------------------------------------------------------
 
     def _retrying(self, what: str, call: Callable[[], T]) -> T:
-        """Run ``call`` (idempotent by construction), waiting out limits and hiccups."""
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return call()
-            except (github.GithubException, requests.RequestException, OSError) as exc:
-                wait = rate_limit_wait(exc)
-                if wait is None and is_transient(exc):
-                    wait = min(2.0**attempt, 30.0)
-                if wait is None or attempt == self.attempts or wait > self.max_wait:
-                    raise
-                log.warning("%s: %s; trying again in %.0f s", what, describe(exc), wait)
-                time.sleep(wait)
-        raise AssertionError("unreachable")
+        return retrying(what, call, attempts=self.attempts, max_wait=self.max_wait)
 
     # -- reading -------------------------------------------------------------
 
@@ -352,33 +202,55 @@ class ReleasesStore:
     def read_json(self, request_hash: str, asset: Asset) -> dict[str, Any] | None:
         """The JSON body of an asset, when it is an object about ``request_hash``."""
         data = self._retrying(f"downloading {asset.name}", lambda: self._fetch(asset))
+        return self._about(request_hash, asset.name, data)
+
+    def _about(self, request_hash: str, name: str, data: bytes) -> dict[str, Any] | None:
         try:
             body = json.loads(data)
         except ValueError:
-            log.warning("release %s: %s is not JSON", tag_of(request_hash), asset.name)
+            log.warning("release %s: %s is not JSON", tag_of(request_hash), name)
             return None
         if not isinstance(body, dict) or body.get("request_hash") != request_hash:
-            log.warning("release %s: %s is about another request", tag_of(request_hash), asset.name)
+            log.warning("release %s: %s is about another request", tag_of(request_hash), name)
             return None
         return body
 
-    def complete_releases(self) -> list[tuple[str, Asset]]:
-        """``(hash, build.json asset)`` of every complete build release of the repository."""
+    def build_tags(self) -> list[str]:
+        """Hashes of every tag ``build-<hash>`` of the repository.
 
-        def listing() -> list[tuple[str, Asset]]:
-            found = []
+        The git refs API lists every tag in one answer; the release listing
+        would stop at GitHub's 1,000 (the next page is a 422). A tag is made
+        when its release is published and outlives a deleted release.
+        """
+        prefix = "refs/tags/" + TAG_PREFIX
+
+        def listing() -> list[str]:
             with self._lock:
-                for release in self.repo.get_releases():
-                    request_hash = release.tag_name.removeprefix(TAG_PREFIX)
-                    if release.tag_name == request_hash or not is_request_hash(request_hash):
-                        continue
-                    for item in release.assets:
-                        asset = _asset(item)
-                        if asset.name == BUILD_FILE and _uploaded(asset):
-                            found.append((request_hash, asset))
-            return found
+                refs = self.repo.get_git_matching_refs("tags/" + TAG_PREFIX)
+                names = [ref.ref.removeprefix(prefix) for ref in refs if ref.ref.startswith(prefix)]
+            return [name for name in names if is_request_hash(name)]
 
-        return self._retrying("listing the releases", listing)
+        return self._retrying("listing the build tags", listing)
+
+    def public_build(self, request_hash: str) -> dict[str, Any] | None:
+        """``build.json`` by its public download URL: no API request, no token.
+
+        None when the release has no ``build.json`` (not complete, or a failure).
+        """
+        with self._lock:
+            web = self.repo.html_url.rstrip("/")
+        url = f"{web}/releases/download/{tag_of(request_hash)}/{BUILD_FILE}"
+
+        def download() -> bytes | None:
+            with self._http.get(url, stream=True) as response:
+                if response.status_code == 404:
+                    return None
+                if response.status_code != 200:
+                    raise api_error(response)
+                return _read_json_bytes(response, BUILD_FILE)
+
+        data = self._retrying(f"downloading {BUILD_FILE} of {tag_of(request_hash)}", download)
+        return None if data is None else self._about(request_hash, BUILD_FILE, data)
 
     def build(self, request_hash: str) -> dict[str, Any] | None:
         return self.json_file(request_hash, BUILD_FILE)
@@ -394,13 +266,8 @@ class ReleasesStore:
             asset.url, headers=self._auth("application/octet-stream"), stream=True
         ) as response:
             if response.status_code != 200:
-                raise _api_error(response)
-            data = bytearray()
-            for chunk in response.iter_content(CHUNK):
-                data += chunk
-                if len(data) > MAX_JSON_BYTES:
-                    raise PublishError(f"{asset.name} is larger than {MAX_JSON_BYTES} bytes")
-            return bytes(data)
+                raise api_error(response)
+            return _read_json_bytes(response, asset.name)
 
     def find_asset(self, request_hash: str, name: str) -> Asset | None:
         """One uploaded asset of a request's release, or None."""
@@ -419,7 +286,7 @@ class ReleasesStore:
         )
         if response.status_code != 200:
             response.close()
-            raise _api_error(response)
+            raise api_error(response)
         length = response.headers.get("Content-Length", "")
         return AssetStream(
             size=int(length) if length.isdigit() else asset.size,
@@ -531,7 +398,7 @@ class ReleasesStore:
                 response = send()
                 if response.status_code == 201:
                     return
-                error = _api_error(response)
+                error = api_error(response)
                 if not already_exists(error):
                     raise error
                 # An earlier attempt whose answer was lost, or another job: look at what is there.
@@ -543,6 +410,15 @@ class ReleasesStore:
 
         self._retrying(f"uploading {name} to {release.tag_name}", post)
         log.info("uploaded %s to %s (%d bytes)", name, release.tag_name, size)
+
+
+def _read_json_bytes(response: requests.Response, name: str) -> bytes:
+    data = bytearray()
+    for chunk in response.iter_content(CHUNK):
+        data += chunk
+        if len(data) > MAX_JSON_BYTES:
+            raise PublishError(f"{name} is larger than {MAX_JSON_BYTES} bytes")
+    return bytes(data)
 
 
 def _asset(item: GitReleaseAsset) -> Asset:
@@ -611,14 +487,20 @@ def pull(releases: ReleasesStore, local: LocalStore, request_hash: str) -> bool:
 
 
 def pull_all(releases: ReleasesStore, local: LocalStore) -> tuple[int, int]:
-    """Mirror every complete release not mirrored yet: (mirrored now, complete in all)."""
-    complete = releases.complete_releases()
-    mirrored = 0
-    for request_hash, asset in complete:
-        if local.build(request_hash) is not None:
-            continue  # build.json never changes
-        build = releases.read_json(request_hash, asset)
-        if build is not None:
+    """Mirror every complete release not mirrored yet: (mirrored now, complete in all).
+
+    Which releases there are comes from the tags ``build-<hash>`` (one API
+    request for all of them, however many); a hash the local store holds
+    already costs nothing more (build.json never changes), any other one the
+    download of its build.json by the public URL, which uses no API quota.
+    """
+    mirrored = complete = 0
+    for request_hash in releases.build_tags():
+        if local.build(request_hash) is None:
+            build = releases.public_build(request_hash)
+            if build is None:
+                continue
             local.publish(request_hash, local.staging(request_hash), build)
             mirrored += 1
-    return mirrored, len(complete)
+        complete += 1
+    return mirrored, complete

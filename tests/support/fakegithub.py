@@ -26,6 +26,17 @@ Behaviour kept from GitHub on purpose:
   the bytes with a Content-Length.
 * A run's ``name`` and ``display_title`` are the workflow's ``run-name``
   rendered from the dispatch inputs (the workflow's name when it has none).
+* ``GET /releases`` lists the first 1,000 releases only: the page past them
+  answers 422 "Only the first 1000 results are available." (its Link header
+  still offers it, so a client that walks every page fails there).
+* Dispatching a workflow that is disabled (``disabled_fork``: scheduled
+  workflows of a fresh fork; ``disabled_inactivity``: 60 days without
+  activity) or has no ``workflow_dispatch`` trigger answers 422 with GitHub's
+  message; ``PUT .../enable`` makes it active again.
+* A secondary rate limit may come without ``Retry-After``.
+* Publishing a release creates its tag; deleting the release keeps the tag.
+  ``GET /git/matching-refs/tags/<prefix>`` lists tags (and ``heads/``
+  branches) by prefix, all in one answer.
 
 The ``fake_github`` pytest fixture starts one per test on an ephemeral port::
 
@@ -83,6 +94,12 @@ SECONDARY_RATE_LIMIT_MESSAGE = (
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
 )
 PRIMARY_RATE_LIMIT_MESSAGE = "API rate limit exceeded for user ID 1."
+#: Listings such as the releases' stop here; the next page is a 422 with this message.
+LIST_LIMIT = 1000
+WORKFLOW_STATES = frozenset(
+    {"active", "disabled_fork", "disabled_inactivity", "disabled_manually", "deleted"}
+)
+LIST_LIMIT_MESSAGE = "Only the first {limit} results are available."
 
 RunNameTemplate = str | Callable[[dict[str, Any]], str] | None
 
@@ -122,7 +139,10 @@ class FakeWorkflow:
     name: str
     run_name: RunNameTemplate = None
     inputs: dict[str, dict[str, Any]] | None = None  # None: accept any inputs
+    #: active, disabled_fork, disabled_inactivity or disabled_manually.
     state: str = "active"
+    #: False: the file has no ``workflow_dispatch`` trigger (any more).
+    dispatchable: bool = True
 
     @property
     def path(self) -> str:
@@ -202,6 +222,8 @@ class _Repo:
     default_branch: str
     branches: dict[str, str]
     workflows: dict[str, FakeWorkflow] = dataclasses.field(default_factory=dict)
+    #: Tag name -> commit SHA. Publishing a release creates its tag; deleting it keeps the tag.
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def full_name(self) -> str:
@@ -218,7 +240,7 @@ class _Rule:
     body: Any = None
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     apply: bool = False
-    retry_after: int = 1
+    retry_after: int | None = 1
     reset_in: float = 1.0
     mode: str = "drop"
     delay: float = 3.0
@@ -532,10 +554,12 @@ _ROUTES: list[tuple[str, str, str, bool]] = [
     ("GET", _REPO + r"/actions/workflows", "list_workflows", True),
     ("GET", _REPO + rf"/actions/workflows/{_SEG}", "get_workflow", True),
     ("POST", _REPO + rf"/actions/workflows/{_SEG}/dispatches", "dispatch", True),
+    ("PUT", _REPO + rf"/actions/workflows/{_SEG}/(enable|disable)", "workflow_state", True),
     ("GET", _REPO + rf"/actions/workflows/{_SEG}/runs", "list_workflow_runs", True),
     ("GET", _REPO + r"/actions/runs", "list_runs", True),
     ("GET", _REPO + r"/actions/runs/(\d+)", "get_run", True),
     ("POST", _REPO + r"/actions/runs/(\d+)/cancel", "cancel_run", True),
+    ("GET", _REPO + r"/git/matching-refs/(.+)", "matching_refs", True),
     ("GET", _REPO + r"/releases", "list_releases", True),
     ("POST", _REPO + r"/releases", "create_release", True),
     ("GET", _REPO + r"/releases/latest", "latest_release", True),
@@ -789,6 +813,26 @@ class FakeGitHub:
             r.workflows[file] = wf
             return dataclasses.replace(wf)
 
+    def set_workflow(
+        self,
+        file: str,
+        *,
+        state: str | None = None,
+        dispatchable: bool | None = None,
+        repo: str | None = None,
+    ) -> None:
+        """Put a workflow in a state a real fork meets: disabled on a fresh fork
+        (``disabled_fork``), after 60 days without activity (``disabled_inactivity``)
+        or by hand; or without its ``workflow_dispatch`` trigger."""
+        with self._cond:
+            wf = self._repo(repo).workflows[file]
+            if state is not None:
+                if state not in WORKFLOW_STATES:
+                    raise ValueError(f"unknown workflow state {state!r}")
+                wf.state = state
+            if dispatchable is not None:
+                wf.dispatchable = dispatchable
+
     def add_workflow_from_yaml(
         self, source: str | Path, *, file: str | None = None, repo: str | None = None
     ) -> FakeWorkflow:
@@ -911,14 +955,17 @@ class FakeGitHub:
     def rate_limit_next(
         self,
         path_regex: str,
-        retry_after: int = 1,
+        retry_after: int | None = 1,
         *,
         method: str | None = None,
         times: int = 1,
         status: int = 403,
     ) -> None:
         """Answer the next matching request(s) with a secondary rate limit:
-        ``status`` (403, or 429), ``Retry-After: retry_after`` and GitHub's message."""
+        ``status`` (403, or 429), ``Retry-After: retry_after`` and GitHub's message.
+
+        ``retry_after=None`` leaves the header out, as GitHub may: the client is
+        to wait at least a minute."""
         self._add_rule(
             _Rule(
                 kind="secondary",
@@ -1290,8 +1337,15 @@ class FakeGitHub:
             untagged="untagged-" + hashlib.sha1(f"release:{ident}".encode()).hexdigest()[:20],
         )
         self._releases[rel.id] = rel
+        if not draft:
+            self._tag(r, tag, target)
         self._cond.notify_all()
         return rel
+
+    def _tag(self, r: _Repo, tag: str, target: str) -> None:
+        """The tag a published release names: made at the target's head unless it exists."""
+        if tag not in r.tags:
+            r.tags[tag] = r.branches.get(target) or _sha(f"{r.full_name}:{target}")
 
     def _new_asset(
         self,
@@ -1500,7 +1554,8 @@ class FakeGitHub:
                 rule.status,
                 SECONDARY_RATE_LIMIT_MESSAGE,
                 doc="https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api",
-                headers=rate | {"Retry-After": str(rule.retry_after)},
+                headers=rate
+                | ({} if rule.retry_after is None else {"Retry-After": str(rule.retry_after)}),
             )
         if rule is not None and rule.kind == "primary":
             return self._error(
@@ -1705,11 +1760,25 @@ class FakeGitHub:
             "body": rel.body,
         }
 
-    def _page(self, ctx: _Ctx, items: list[Any], key: str | None) -> _Response:
+    def _page(
+        self,
+        ctx: _Ctx,
+        items: list[Any],
+        key: str | None,
+        *,
+        limit: int | None = None,
+        render: Callable[[Any], Any] | None = None,
+    ) -> _Response:
+        """One page of a listing; past ``limit`` items, 422 as GitHub answers."""
         per_page = min(max(_int(ctx.param("per_page"), 30), 1), 100)
         page = max(_int(ctx.param("page"), 1), 1)
         last = max((len(items) + per_page - 1) // per_page, 1)
-        chunk = items[(page - 1) * per_page : page * per_page]
+        if limit is not None and (page - 1) * per_page >= limit:
+            return self._error(422, LIST_LIMIT_MESSAGE.format(limit=limit))
+        end = page * per_page if limit is None else min(page * per_page, limit)
+        chunk = items[(page - 1) * per_page : end]
+        if render is not None:
+            chunk = [render(item) for item in chunk]
         params = [(k, v) for k, vs in ctx.query.items() for v in vs if k != "page"]
 
         def url(n: int) -> str:
@@ -1812,6 +1881,13 @@ class FakeGitHub:
         with self._cond:
             r = self._ctx_repo(ctx)
             wf = self._ctx_workflow(r, ctx.groups[2])
+            if wf.state != "active":
+                return self._error(
+                    422, "Cannot trigger a 'workflow_dispatch' on a disabled workflow", doc=doc
+                )
+            if not wf.dispatchable:
+                message = "Workflow does not have 'workflow_dispatch' trigger"
+                return self._error(422, message, doc=doc)
             ref = data.get("ref")
             if not isinstance(ref, str) or not ref:
                 return self._error(422, 'Invalid request.\n\n"ref" wasn\'t supplied.', doc=doc)
@@ -1850,6 +1926,12 @@ class FakeGitHub:
             response = _Response(204, {})
         response.inline_hooks = inline
         return response
+
+    def _h_workflow_state(self, ctx: _Ctx) -> _Response:
+        with self._cond:
+            wf = self._ctx_workflow(self._ctx_repo(ctx), ctx.groups[2])
+            wf.state = "active" if ctx.groups[3] == "enable" else "disabled_manually"
+        return _Response(204, {})
 
     def _check_inputs(self, wf: FakeWorkflow, inputs: dict[str, Any]) -> str | None:
         if len(inputs) > self.max_inputs:
@@ -1954,11 +2036,31 @@ class FakeGitHub:
     def _h_list_releases(self, ctx: _Ctx) -> _Response:
         with self._cond:
             r = self._ctx_repo(ctx)
-            rels = [rel for rel in self._releases.values() if rel.repo == r.full_name]
+            rels = sorted(
+                (rel for rel in self._releases.values() if rel.repo == r.full_name),
+                key=lambda x: x.id,
+                reverse=True,
+            )
+            return self._page(ctx, rels, None, limit=LIST_LIMIT, render=self._release_json)
+
+    def _h_matching_refs(self, ctx: _Ctx) -> _Response:
+        prefix = "refs/" + urllib.parse.unquote(ctx.groups[2])
+        with self._cond:
+            r = self._ctx_repo(ctx)
+            refs = {f"refs/heads/{b}": sha for b, sha in r.branches.items()}
+            refs |= {f"refs/tags/{t}": sha for t, sha in r.tags.items()}
+            api = self._api(f"/repos/{r.full_name}/git")
             items = [
-                self._release_json(rel) for rel in sorted(rels, key=lambda x: x.id, reverse=True)
+                {
+                    "ref": ref,
+                    "node_id": _node_id("REF", int(_sha(ref)[:8], 16)),
+                    "url": f"{api}/{urllib.parse.quote(ref, safe='/')}",
+                    "object": {"sha": sha, "type": "commit", "url": f"{api}/commits/{sha}"},
+                }
+                for ref, sha in sorted(refs.items())
+                if ref.startswith(prefix)
             ]
-        return self._page(ctx, items, None)
+        return self._json(200, items)
 
     def _h_create_release(self, ctx: _Ctx) -> _Response:
         doc = "https://docs.github.com/rest/releases/releases#create-a-release"
@@ -2027,6 +2129,8 @@ class FakeGitHub:
                 rel.published_at = _now()
             rel.tag_name = tag
             rel.draft = draft
+            if not draft:
+                self._tag(r, tag, str(data.get("target_commitish") or rel.target_commitish))
             for key in ("name", "body"):
                 if key in data:
                     setattr(rel, key, data[key])

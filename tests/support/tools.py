@@ -13,9 +13,18 @@ import pytest
 
 def require(path: str, how: str) -> None:
     """Skip the test when ``path`` is not an executable; fail instead under CI."""
-    if os.access(path, os.X_OK):
-        return
-    message = f"{path} is missing: {how}"
+    if not os.access(path, os.X_OK):
+        missing(f"{path} is missing: {how}")
+
+
+def require_file(path: str, how: str) -> None:
+    """Skip the test when ``path`` is not a file (a script a tool runs); fail instead under CI."""
+    if not os.path.isfile(path):
+        missing(f"{path} is missing: {how}")
+
+
+def missing(message: str) -> None:
+    """Skip the test for a missing tool; fail instead under CI."""
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message + " (scripts/test should have installed it)")
     pytest.skip(message)
