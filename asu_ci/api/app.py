@@ -467,10 +467,7 @@ def _serve_release_assets(app: FastAPI, settings: Settings, store: LocalStore) -
     Proxied rather than redirected: GitHub's download host sends no CORS headers,
     and LuCI fetches the image from the browser.
     """
-    from github import GithubException
-    from requests import RequestException
-
-    from asu_ci.github import describe
+    from asu_ci.github import ERRORS, describe
     from asu_ci.publish.releases import ASSET_NAME, AssetStream, ReleasesStore
 
     releases = ReleasesStore(settings.github)
@@ -485,7 +482,7 @@ def _serve_release_assets(app: FastAPI, settings: Settings, store: LocalStore) -
         head = request.method == "HEAD"
         try:
             found = (releases.find_asset if head else releases.open_asset)(request_hash, name)
-        except (GithubException, RequestException, OSError) as exc:
+        except ERRORS as exc:
             raise BackendUnavailableError(
                 f"The file is on GitHub, which cannot be read right now ({describe(exc)})"
             ) from None

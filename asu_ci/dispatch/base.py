@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
-from asu_ci.dispatch.queue import MAX_ATTEMPTS, Queue, Row
+from asu_ci.dispatch.queue import MAX_ATTEMPTS, Queue
 from asu_ci.errors import BuildError
 from asu_ci.publish import bodies
 from asu_ci.publish.base import Store
@@ -49,10 +50,14 @@ def recover(queue: Queue, store: Store, give_up: str | None) -> None:
         log.warning("picked up %d request(s) left by a previous run", len(requeued))
 
 
-def log_outcome(row: Row, seconds: float, failure: str | None) -> None:
+def log_outcome(
+    request_hash: str, request: Mapping[str, Any], seconds: float, failure: str | None
+) -> None:
     """Log how one build ended: hash, what was built, how long, and why it failed."""
-    what = " ".join(str(row.request.get(k, "?")) for k in ("version", "target", "profile"))
+    what = " ".join(str(request.get(k, "?")) for k in ("version", "target", "profile"))
     if failure is None:
-        outcomes.info("built %s (%s) in %.1f s", row.hash, what, seconds)
+        outcomes.info("built %s (%s) in %.1f s", request_hash, what, seconds)
     else:
-        outcomes.warning("failed %s (%s) after %.1f s: %s", row.hash, what, seconds, failure[:300])
+        outcomes.warning(
+            "failed %s (%s) after %.1f s: %s", request_hash, what, seconds, failure[:300]
+        )

@@ -65,7 +65,7 @@ from github.Workflow import Workflow
 from github.WorkflowRun import WorkflowRun
 
 from asu_ci.config import Settings
-from asu_ci.dispatch.base import recover
+from asu_ci.dispatch.base import log_outcome, recover
 from asu_ci.dispatch.queue import Queue, Row
 from asu_ci.errors import BackendUnavailableError, BuildError
 from asu_ci.github import (
@@ -177,8 +177,6 @@ def dispatch_inputs(request_hash: str, request: Mapping[str, Any]) -> dict[str, 
 
 class GitHubDispatcher:
     """Implements :class:`~asu_ci.dispatch.base.Dispatcher` on GitHub Actions."""
-
-    name = "github"
 
     def __init__(
         self,
@@ -536,10 +534,12 @@ class GitHubDispatcher:
     def _mirror(self, job: _Job, build: dict[str, Any]) -> None:
         """Copy build.json (and the 200 status.json) of a finished build into the local store."""
         self.store.publish(job.hash, self.store.staging(job.hash), build)
+        log_outcome(job.hash, job.request, time.time() - job.since, None)
         self.queue.finish(job.hash, ok=True)
         self._forget(job.hash)
 
     def _fail(self, job: _Job, error: BuildError) -> None:
         self.store.write_status(job.hash, bodies.failed(job.hash, error))
+        log_outcome(job.hash, job.request, time.time() - job.since, error.message)
         self.queue.finish(job.hash, ok=False, detail=error.message)
         self._forget(job.hash)

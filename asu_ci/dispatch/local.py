@@ -103,21 +103,21 @@ class LocalPool:
         except AsuCiError as exc:
             error = exc if isinstance(exc, BuildError) else BuildError(exc.message)
             self._give_up(row.hash, error)
-            log_outcome(row, time.monotonic() - started, error.message)
+            log_outcome(row.hash, row.request, time.monotonic() - started, error.message)
             return
         finally:
             job.unlink(missing_ok=True)
         seconds = time.monotonic() - started
         if self.store.build(row.hash) is not None:
-            log_outcome(row, seconds, None)
+            log_outcome(row.hash, row.request, seconds, None)
             self.queue.finish(row.hash, ok=True)
             return
         status = self.store.status(row.hash) or {}
         if status.get("status") == 500:
-            log_outcome(row, seconds, str(status.get("detail")))
+            log_outcome(row.hash, row.request, seconds, str(status.get("detail")))
             self.queue.finish(row.hash, ok=False, detail=str(status.get("detail")))
             return
-        log_outcome(row, seconds, f"no result (exit code {result.returncode})")
+        log_outcome(row.hash, row.request, seconds, f"no result (exit code {result.returncode})")
         self._give_up(
             row.hash,
             BuildError(
