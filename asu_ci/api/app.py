@@ -8,6 +8,7 @@ is in flight.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -46,9 +47,10 @@ from asu_ci.errors import (
     RateLimitedError,
     RequestError,
 )
-from asu_ci.identity.hashing import is_request_hash, request_hash
-from asu_ci.identity.request import BuildRequest, describe_errors
-from asu_ci.identity.validate import NormalizedRequest, normalize
+from asu_ci.identity.hashing import is_request_hash
+from asu_ci.identity.identify import Identity, identify, invalid_request
+from asu_ci.identity.request import BuildRequest
+from asu_ci.identity.validate import NormalizedRequest
 from asu_ci.index.catalog import Catalog
 from asu_ci.publish import bodies
 from asu_ci.publish.local import LocalStore
@@ -178,10 +180,9 @@ class Service:
 
     # -- the flow ------------------------------------------------------------
 
-    def identify(self, request: BuildRequest) -> tuple[NormalizedRequest, str]:
+    def identify(self, request: BuildRequest) -> Identity:
         """Validate against the index and hash: CPU work on index files kept in memory."""
-        normalized = normalize(request, self.catalog, self.settings.server)
-        return normalized, request_hash(normalized)
+        return identify(request, self.catalog, self.settings.server)
 
     def settle(self, normalized: NormalizedRequest, digest: str, client: str) -> Response:
         """Answer from the store or queue the request (disk and SQLite: run it in a thread)."""
@@ -226,11 +227,20 @@ class Service:
         return self.answer_status(request_hash, status)
 
 
-def _validation_detail(exc: RequestValidationError) -> str:
-    detail = describe_errors(exc.errors())
-    if detail == "the body is not valid JSON":
-        return "The request body is not valid JSON"
-    return "Invalid request: " + detail
+def _noted(response: Response, notes: tuple[str, ...]) -> Response:
+    """``response`` with ``notes`` (what the server chose for the client) in its JSON body.
+
+    Only answers to a POST carry them: they are about the request as sent,
+    which the stored build (shared by every request with its hash) never saw.
+    """
+    body = json.loads(bytes(response.body))
+    body["notes"] = list(notes)
+    kept = {
+        k: v
+        for k, v in response.headers.items()
+        if k.lower() not in ("content-length", "content-type")
+    }
+    return JSONResponse(body, status_code=response.status_code, headers=kept)
 
 
 def make_dispatcher(settings: Settings, queue: Queue, store: LocalStore) -> Dispatcher:
@@ -282,7 +292,7 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         service.counters.count("400")
-        return JSONResponse({"status": 400, "detail": _validation_detail(exc)}, status_code=400)
+        return JSONResponse(invalid_request(exc.errors()).body(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -318,13 +328,15 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
         """Queue a build, or answer the state of the identical request already known."""
         # A finished request is answered on the event loop; only what needs the
         # disk or the queue goes to a worker thread (the hop costs more than the answer).
-        normalized, digest = service.identify(body)
-        data = service.finished.cached(digest)
+        found = service.identify(body)
+        data = service.finished.cached(found.hash)
         if data is not None:
             response = service.answer_finished(data)
         else:
             client = request.client.host if request.client else "unknown"
-            response = await run_in_threadpool(service.settle, normalized, digest, client)
+            response = await run_in_threadpool(service.settle, found.request, found.hash, client)
+        if found.notes:
+            response = _noted(response, found.notes)
         service.counters.count(str(response.status_code))
         return response
 
