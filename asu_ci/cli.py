@@ -285,13 +285,9 @@ def build(
     """
     import time
 
-    from pydantic import ValidationError
-
     from asu_ci.build.job import run_build
-    from asu_ci.errors import RequestError, UsageError
-    from asu_ci.identity.hashing import request_hash
-    from asu_ci.identity.request import BuildRequest, describe_errors
-    from asu_ci.identity.validate import NormalizedRequest, normalize
+    from asu_ci.errors import UsageError
+    from asu_ci.identity.identify import Identity, identify, parse
     from asu_ci.index.catalog import Catalog
     from asu_ci.publish.local import LocalStore
 
@@ -301,24 +297,18 @@ def build(
     if not catalog.rendered():
         raise UsageError(f"no index in {settings.public_dir}: run asu-ci render first")
     store = LocalStore(settings.public_dir / "store")
+    given = parse(raw)
     try:
-        given = NormalizedRequest.from_json(raw)
-    except ValidationError as exc:
-        detail = describe_errors(exc.errors(), limit=1)
-        raise RequestError(f"The request is not valid: {detail}") from None
-    try:
-        normalized = normalize(BuildRequest.model_validate(raw), catalog, settings.server)
+        found = identify(given, catalog, settings.server)
     except AsuCiError:
         if dry_run:
             raise
         # The build job validates again, records the failure under this hash and raises.
-        normalized = given
-    key = request_hash(normalized)
-    if expect_hash is not None and expect_hash != key:
-        raise RequestError(
-            f"The request hashes to {key}, not to the expected {expect_hash[:64]}; "
-            "the dispatched hash and request do not belong together"
-        )
+        found = Identity.unchecked(given)
+    found.check(expect_hash)
+    normalized, key = found.request, found.hash
+    for note in found.notes:
+        typer.echo(f"note: {note}", err=True)
     folder = store.folder(key)
     extras = "".join(
         f", {word}"

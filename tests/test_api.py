@@ -161,6 +161,51 @@ def test_board_name_with_comma_and_alias_give_the_profile_hash(client: TestClien
     assert by_board.json()["request_hash"] == by_id
 
 
+def test_a_vm_board_name_on_x86_64_builds_generic_and_says_so(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """LuCI on a virtual PC sends its DMI board name; x86/64 has one profile, generic."""
+    board = "qemu-standard-pc-q35-ich9-2009"
+    vm = {"target": "x86/64", "profile": board, "packages": []}
+    first = client.post("/api/v1/build", json=request_body(**vm))
+    assert first.status_code == 202
+    body = first.json()
+    note = f"{board} is no profile of x86/64; its only profile, generic, is used instead"
+    assert body["notes"] == [note]
+    assert (body["status"], body["imagebuilder_status"], body["queue_position"]) == (202, "init", 0)
+    assert first.headers["X-Imagebuilder-Status"] == "init"
+    direct = client.post("/api/v1/build", json=request_body(**{**vm, "profile": "generic"}))
+    assert direct.json()["request_hash"] == body["request_hash"]
+    assert "notes" not in direct.json()
+    digest = body["request_hash"]
+    assert "notes" not in client.get(f"/api/v1/build/{digest}").json()
+
+    # Built: the stored body is answered with the note added, nothing else changed.
+    built = {"status": 200, "detail": "done", "request_hash": digest, "id": "generic"}
+    folder = tmp_path / "public" / "store" / digest
+    (folder / "build.json").write_text(json.dumps(built))
+    done = client.post("/api/v1/build", json=request_body(**vm))
+    assert done.status_code == 200
+    assert done.json() == {**built, "notes": [note]}
+    assert done.headers["X-Imagebuilder-Status"] == "done"
+    assert client.get(f"/api/v1/build/{digest}").json() == built
+
+
+def test_a_board_name_on_a_target_with_two_profiles_is_still_unknown(client: TestClient) -> None:
+    board = "qemu-standard-pc-i440fx-piix-1996"
+    r = client.post("/api/v1/build", json=request_body(target="x86/geode", profile=board))
+    assert r.status_code == 400
+    assert r.json() == {"status": 400, "detail": f"Unsupported profile: {board}"}
+
+
+def test_a_release_request_keeps_its_written_hash(client: TestClient) -> None:
+    """The hash of tests/test_identity.py's RELEASE_PLAIN, through the endpoint."""
+    r = client.post("/api/v1/build", json=request_body())
+    assert r.json()["request_hash"] == (
+        "ed146f457f222186037a1da6c13fa4b5e4c766bd8bea1b5d4ab540ac2209bdd4"
+    )
+
+
 def test_unknown_hash_is_404_json(client: TestClient) -> None:
     r = client.get("/api/v1/build/" + "0" * 64)
     assert r.status_code == 404

@@ -43,8 +43,8 @@ from asu_ci.api.app import create_app
 from asu_ci.config import Server, Settings, load_settings
 from asu_ci.errors import AsuCiError
 from asu_ci.identity.hashing import is_request_hash, request_hash
-from asu_ci.identity.request import BuildRequest
-from asu_ci.identity.validate import NormalizedRequest, normalize
+from asu_ci.identity.identify import identify
+from asu_ci.identity.validate import NormalizedRequest
 from asu_ci.index.catalog import Catalog
 from tests.conftest import BUILD_PROFILE, BUILD_TARGET, BUILD_VERSION, BuildWorld, make_build_world
 from tests.support.frontends import Serve, free_port, write_config
@@ -171,17 +171,16 @@ def test_normalising_is_idempotent(catalog: Catalog) -> None:
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
     def check(raw: dict[str, Any]) -> None:
         try:
-            first = normalize(BuildRequest.model_validate(raw), catalog, server)
-        except (AsuCiError, ValueError):
+            first = identify(raw, catalog, server)
+        except AsuCiError:
             assume(False)
             return
-        again = normalize(BuildRequest.model_validate(first.to_json()), catalog, server)
-        assert again == first
-        assert request_hash(again) == request_hash(first)
+        assert first.hash == request_hash(first.request)
+        again = identify(first.request.to_json(), catalog, server, expect=first.hash)
+        assert again.request == first.request
         # Order, duplicates, "+", spaces and the client never change the hash.
         shuffled = dict(raw, packages=list(reversed(raw["packages"])), client="other/9")
-        other = normalize(BuildRequest.model_validate(shuffled), catalog, server)
-        assert request_hash(other) == request_hash(first)
+        assert identify(shuffled, catalog, server).hash == first.hash
 
     check()
 
@@ -436,8 +435,8 @@ def test_a_hash_prefix_twin_gets_its_own_build(flow: Flow, world: BuildWorld) ->
     """CVE-2024-54143: a request crafted to share the first hex digits of another's hash."""
     catalog = Catalog(settings_of(world).public_dir)
     first_body = base_request(packages=["luci", "tcpdump"])
-    first = normalize(BuildRequest.model_validate(first_body), catalog, Server())
-    target = request_hash(first)
+    found = identify(first_body, catalog, Server())
+    first, target = found.request, found.hash
     prefix = 4
     for n in range(4_000_000):
         twin = dataclasses.replace(first, defaults=f"# {n}\n")

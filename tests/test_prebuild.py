@@ -75,14 +75,15 @@ def test_plan_groups_validates_and_skips_published(
 @pytest.mark.parametrize(
     ("items", "message"),
     [
-        ([LIST[0], {"version": BUILD_VERSION, "target": BUILD_TARGET}], "entry 2 of 2: profile"),
+        ([LIST[0], {"version": BUILD_VERSION, "target": BUILD_TARGET}],
+         "entry 2 of 2: Invalid request: profile"),
         ([{"version": "99.99.0", "target": BUILD_TARGET, "profile": "x"}],
          "entry 1 of 1: Unsupported version: 99.99.0"),
         ([LIST[0], LIST[1], {**LIST[1], "packages": ["no-such-package"]}],
          "entry 3 of 3: Unsupported package"),
         ([{**LIST[0], "pakages": ["luci"]}], "entry 1 of 1: unknown field(s) pakages"),
         (["just a string"], "entry 1 of 1: not a mapping"),
-        ([{**LIST[0], "packages": ["$(reboot)"]}], "entry 1 of 1: packages.0"),
+        ([{**LIST[0], "packages": ["$(reboot)"]}], "entry 1 of 1: Invalid request: packages.0"),
     ],
 )  # fmt: skip
 def test_a_bad_entry_is_named(

@@ -9,6 +9,7 @@ is in flight.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import re
 import threading
@@ -49,9 +50,10 @@ from asu_ci.errors import (
     RateLimitedError,
     RequestError,
 )
-from asu_ci.identity.hashing import is_request_hash, request_hash
-from asu_ci.identity.request import BuildRequest, describe_errors
-from asu_ci.identity.validate import NormalizedRequest, normalize
+from asu_ci.identity.hashing import is_request_hash
+from asu_ci.identity.identify import Identity, identify, invalid_request
+from asu_ci.identity.request import BuildRequest
+from asu_ci.identity.validate import NormalizedRequest
 from asu_ci.index.catalog import Catalog
 from asu_ci.publish import bodies, retention
 from asu_ci.publish.local import LocalStore
@@ -187,10 +189,9 @@ class Service:
 
     # -- the flow ------------------------------------------------------------
 
-    def identify(self, request: BuildRequest) -> tuple[NormalizedRequest, str]:
+    def identify(self, request: BuildRequest) -> Identity:
         """Validate against the index and hash: CPU work on index files kept in memory."""
-        normalized = normalize(request, self.catalog, self.settings.server)
-        return normalized, request_hash(normalized)
+        return identify(request, self.catalog, self.settings.server)
 
     def asked(self, digest: str) -> bytes | None:
         """The finished build of a request someone asks for again, noted for retention;
@@ -253,11 +254,20 @@ def swagger_ui_static() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "static"
 
 
-def _validation_detail(exc: RequestValidationError) -> str:
-    detail = describe_errors(exc.errors())
-    if detail == "the body is not valid JSON":
-        return "The request body is not valid JSON"
-    return "Invalid request: " + detail
+def _noted(response: Response, notes: tuple[str, ...]) -> Response:
+    """``response`` with ``notes`` (what the server chose for the client) in its JSON body.
+
+    Only answers to a POST carry them: they are about the request as sent,
+    which the stored build (shared by every request with its hash) never saw.
+    """
+    body = json.loads(bytes(response.body))
+    body["notes"] = list(notes)
+    kept = {
+        k: v
+        for k, v in response.headers.items()
+        if k.lower() not in ("content-length", "content-type")
+    }
+    return JSONResponse(body, status_code=response.status_code, headers=kept)
 
 
 def make_dispatcher(settings: Settings, queue: Queue, store: LocalStore) -> Dispatcher:
@@ -312,7 +322,7 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         service.counters.count("400")
-        return JSONResponse({"status": 400, "detail": _validation_detail(exc)}, status_code=400)
+        return JSONResponse(invalid_request(exc.errors()).body(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -348,13 +358,15 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
         """Queue a build, or answer the state of the identical request already known."""
         # A finished request is answered on the event loop; only what needs the
         # disk or the queue goes to a worker thread (the hop costs more than the answer).
-        normalized, digest = service.identify(body)
-        data = service.finished.cached(digest)
-        if data is not None and retention.mark_asked(service.store, digest):
+        found = service.identify(body)
+        data = service.finished.cached(found.hash)
+        if data is not None and retention.mark_asked(service.store, found.hash):
             response = service.answer_finished(data)
         else:
             client = request.client.host if request.client else "unknown"
-            response = await run_in_threadpool(service.settle, normalized, digest, client)
+            response = await run_in_threadpool(service.settle, found.request, found.hash, client)
+        if found.notes:
+            response = _noted(response, found.notes)
         service.counters.count(str(response.status_code))
         return response
 

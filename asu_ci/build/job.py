@@ -36,8 +36,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
 from asu_ci import fsutil, proc
 from asu_ci.build import imagebuilder
 from asu_ci.build.imagebuilder import Archive, ImageBuilderCache, ProgressFn, StepFn
@@ -45,11 +43,10 @@ from asu_ci.config import Settings
 from asu_ci.errors import AsuCiError, BuildError, RequestError
 from asu_ci.fsutil import FileLock
 from asu_ci.identity.hashing import request_hash
-from asu_ci.identity.request import BuildRequest
+from asu_ci.identity.identify import identify
 from asu_ci.identity.validate import (
     NormalizedRequest,
     apply_package_changes,
-    normalize,
     revision_number,
 )
 from asu_ci.index.catalog import Catalog
@@ -250,18 +247,8 @@ def _signing_key(settings: Settings, catalog: Catalog, version: str) -> str | No
 def _revalidate(
     request: NormalizedRequest, catalog: Catalog, settings: Settings, expected: str
 ) -> NormalizedRequest:
-    try:
-        raw = BuildRequest.model_validate(request.to_json())
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "request"
-        raise RequestError(f"The request is not valid: {where}: {err['msg']}") from None
-    checked = normalize(raw, catalog, settings.server)
-    if request_hash(checked) != expected:
-        raise RequestError(
-            "The request is not in its normal form (normalise it against the index first)"
-        )
-    return checked
+    """``request`` identified again from its JSON form; it must keep its hash."""
+    return identify(request.to_json(), catalog, settings.server, expect=expected).request
 
 
 def _raise_recent_failure(store: Store, key: str, settings: Settings) -> None:

@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from asu_ci.build.job import BuildStore, run_build
 from asu_ci.config import Settings
 from asu_ci.errors import AsuCiError, UsageError
-from asu_ci.identity.hashing import request_hash
-from asu_ci.identity.request import BuildRequest, describe_errors
-from asu_ci.identity.validate import NormalizedRequest, normalize
+from asu_ci.identity.identify import Identity, identify
+from asu_ci.identity.request import BuildRequest
+from asu_ci.identity.validate import NormalizedRequest
 from asu_ci.index.catalog import Catalog
 from asu_ci.upstream.source import Upstream
 
@@ -127,19 +126,19 @@ def read_list(path: Path) -> list[Any]:
     return data
 
 
-def _validate(item: Any, catalog: Catalog, settings: Settings) -> NormalizedRequest:
-    """One entry as the endpoint would take it; ValueError naming the problem."""
+def _validate(item: Any, catalog: Catalog, settings: Settings) -> Identity:
+    """One entry as the endpoint would take it; ValueError naming the problem.
+
+    A list is the operator's own file, so a field the endpoint would ignore
+    (a typo) is refused here.
+    """
     if not isinstance(item, dict):
         raise ValueError("not a mapping of request fields")
     unknown = sorted(str(k) for k in item if k not in BuildRequest.model_fields)
     if unknown:
         raise ValueError(f"unknown field(s) {', '.join(unknown)}")
     try:
-        request = BuildRequest.model_validate(item)
-    except ValidationError as exc:
-        raise ValueError(describe_errors(exc.errors(), limit=1)) from None
-    try:
-        return normalize(request, catalog, settings.server)
+        return identify(item, catalog, settings.server)
     except AsuCiError as exc:
         raise ValueError(exc.message) from None
 
@@ -157,10 +156,10 @@ def plan(
     seen: set[str] = set()
     for number, item in enumerate(items, start=1):
         try:
-            request = _validate(item, catalog, settings)
+            found = _validate(item, catalog, settings)
         except ValueError as exc:
             raise UsageError(f"{source}: entry {number} of {len(items)}: {exc}") from None
-        key = request_hash(request)
+        request, key = found.request, found.hash
         if key in seen:
             continue
         seen.add(key)

@@ -56,7 +56,8 @@ class BuildRequest(BaseModel):
         Field(
             pattern=VERSION_CODE,
             description="Expected ImageBuilder revision `rNNNNN-hash`; a mismatch fails the "
-            "build. Empty: any.",
+            "build. Empty: a release's; for a snapshot, the one the index offers when the "
+            "request comes in.",
         ),
     ] = ""
     target: Annotated[str, Field(pattern=TARGET, description="`target/subtarget`.")]

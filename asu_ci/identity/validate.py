@@ -33,6 +33,12 @@ class Index(Protocol):
 
     def package_changes(self, version: str) -> list[Mapping[str, Any]]: ...
 
+    def branch_of(self, version: str) -> Mapping[str, Any] | None: ...
+
+    def revision(self, version: str, target: str) -> str | None: ...
+
+    def target_profiles(self, version: str, target: str) -> Mapping[str, Any] | None: ...
+
 
 @dataclass(frozen=True)
 class NormalizedRequest:
@@ -147,7 +153,11 @@ def apply_package_changes(
 
 
 def normalize(request: BuildRequest, index: Index, server: Server) -> NormalizedRequest:
-    """Check ``request`` against the index and the limits; return its canonical form."""
+    """Check ``request`` against the index and the limits; return its canonical form.
+
+    The index step of :func:`asu_ci.identity.identify.identify`, which every
+    entry point calls (it resolves profile and revision first).
+    """
     if not index.has_version(request.version):
         raise RequestError(f"Unsupported version: {request.version}")
     targets = index.targets(request.version)
