@@ -20,9 +20,9 @@ from asu_ci.cli import app
 from asu_ci.config import Branch, Settings
 from asu_ci.errors import RequestError
 from asu_ci.identity.hashing import SCHEME, canonical, is_request_hash, request_hash
-from asu_ci.identity.identify import identify
+from asu_ci.identity.identify import identify, parse
 from asu_ci.identity.request import BuildRequest
-from asu_ci.identity.validate import NormalizedRequest, apply_package_changes
+from asu_ci.identity.validate import NormalizedRequest, apply_package_changes, host_allowed
 from asu_ci.index.catalog import Catalog
 from asu_ci.index.render import render_tree
 from asu_ci.publish.local import LocalStore
@@ -419,3 +419,83 @@ def test_the_cli_prebuild_and_job_use_the_same_identity(world: World, tmp_path: 
     assert status is not None and status["status"] == 500
     assert "not in its normal form" in status["detail"]
     assert world.mirror.log == []
+
+
+# -- what cannot change the image cannot change the hash (issue 12 point 3) ----------
+
+
+def release_body(**changes: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "version": "23.05.4",
+        "target": "x86/64",
+        "profile": "generic",
+        "packages": ["luci"],
+    }
+    body.update(changes)
+    return body
+
+
+def hash_of(world: World, **changes: object) -> str:
+    return identify(release_body(**changes), world.catalog, world.settings.server).hash
+
+
+def test_repository_keys_without_repositories_do_not_count(world: World) -> None:
+    assert hash_of(world, repository_keys=["untrusted comment: x\nRWQ"]) == hash_of(world)
+
+
+def test_removing_what_the_image_lacks_does_not_count(world: World) -> None:
+    assert hash_of(world, packages=["luci", "-wpad-basic-mbedtls"]) == hash_of(world)
+    # Removing what it holds does: a default package, a device package.
+    assert hash_of(world, packages=["luci", "-dnsmasq"]) != hash_of(world)
+    assert hash_of(world, packages=["luci", "-kmod-igc"]) != hash_of(world)
+
+
+def test_asking_for_what_the_image_holds_does_not_count(world: World) -> None:
+    listed = ["luci", "dnsmasq", "kmod-e1000e", "busybox"]
+    assert hash_of(world, packages=listed) == hash_of(world)
+    # With diff_packages the list is the exact set, so every name counts.
+    assert hash_of(world, packages=listed, diff_packages=True) != hash_of(world, diff_packages=True)
+
+
+def test_names_a_package_change_renames_are_kept(world: World) -> None:
+    """``firewall`` (renamed firewall4, r18611) may matter once the change applies."""
+    changes = ({"source": "firewall", "target": "firewall4", "revision": 18611},)
+    branch = Branch(name="23.05", package_changes=changes)  # type: ignore[arg-type]
+    settings = world.settings.model_copy(
+        update={"branches": (Branch(name="SNAPSHOT", snapshot=True), branch)}
+    )
+    render_tree(settings)
+    found = identify(release_body(packages=["luci", "-firewall"]), world.catalog, settings.server)
+    assert found.request.packages == ("-firewall", "luci")
+
+
+# -- the allow-list names hosts exactly (issue 12 point 10) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("entries", "host", "allowed"),
+    [
+        (("feeds.example.org",), "feeds.example.org", True),
+        (("feeds.example.org",), "FEEDS.example.org.", True),
+        (("feeds.example.org",), "evil.feeds.example.org", False),
+        (("*.example.org",), "feeds.example.org", True),
+        (("*.example.org",), "example.org", True),
+        (("*.example.org",), "example.org.evil.net", False),
+        (("127.0.0.1",), "127.0.0.1", True),
+        (("127.0.0.1",), "x.127.0.0.1", False),
+        (("*.127.0.0.1",), "x.127.0.0.1", False),
+        (("https://feeds.example.org/path",), "feeds.example.org", True),
+    ],
+)
+def test_allow_list_matches_hosts_exactly(
+    entries: tuple[str, ...], host: str, allowed: bool
+) -> None:
+    assert host_allowed(host, entries) is allowed
+
+
+def test_a_refusal_never_echoes_a_long_key() -> None:
+    key = "k" * 200_000
+    with pytest.raises(RequestError) as refused:
+        parse(release_body(packages_versions={key: "1.0"}))
+    assert len(refused.value.message) < 300
+    assert "k" * 63 + "…" in refused.value.message

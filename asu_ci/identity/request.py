@@ -150,6 +150,14 @@ class BuildRequest(BaseModel):
         return value or None
 
 
+#: The longest piece of a request (a dict key in a location) an error message repeats.
+ECHO_LIMIT = 64
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= ECHO_LIMIT else text[: ECHO_LIMIT - 1] + "…"
+
+
 def describe_errors(errors: Iterable[Mapping[str, Any]], limit: int = 5) -> str:
     """pydantic's (or FastAPI's) errors as one readable line, never echoing the input.
 
@@ -159,6 +167,6 @@ def describe_errors(errors: Iterable[Mapping[str, Any]], limit: int = 5) -> str:
     for err in list(errors)[:limit]:
         if err.get("type") == "json_invalid":
             return "the body is not valid JSON"
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        loc = ".".join(_short(str(p)) for p in err.get("loc", ()) if p != "body")
         parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
     return "; ".join(parts)

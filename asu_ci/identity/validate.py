@@ -9,9 +9,10 @@ message is what the client shows.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -168,10 +169,51 @@ def normalize(request: BuildRequest, index: Index, server: Server) -> Normalized
         raise RequestError(f"Unsupported profile: {request.profile}")
     profile_id = str(profile["id"])
     _check_limits(request, server)
-    normalized = NormalizedRequest.from_request(request, profile_id)
+    normalized = _without_no_ops(
+        NormalizedRequest.from_request(request, profile_id), index, profile
+    )
     _check_filesystem(normalized, profile)
     _check_packages(normalized, index, profile)
     return normalized
+
+
+def installed_by_default(profile: Mapping[str, Any]) -> set[str]:
+    """What the profile's image holds without any request: the target's default
+    packages with the device's own additions and removals (``-name``)."""
+    device = [str(p) for p in profile.get("device_packages", [])]
+    removed = {p[1:] for p in device if p.startswith("-")}
+    base = {str(p) for p in profile.get("default_packages", [])} - removed
+    return base | {p for p in device if not p.startswith("-")}
+
+
+def _without_no_ops(
+    request: NormalizedRequest, index: Index, profile: Mapping[str, Any]
+) -> NormalizedRequest:
+    """Drop what cannot change the image, so it cannot change the hash either:
+
+    - keys for extra repositories when there are none;
+    - ``-name`` for a package the image does not hold anyway;
+    - without ``diff_packages``, a package the image holds anyway.
+
+    A name some package change of the branch renames is kept as it is: the
+    rename (applied at build time) may give it an effect.
+    """
+    installed = installed_by_default(profile)
+    renamed = {str(c.get("source")) for c in index.package_changes(request.version)}
+
+    def no_op(word: str) -> bool:
+        name = word.removeprefix("-")
+        if name in renamed:
+            return False
+        if word.startswith("-"):
+            return name not in installed
+        return not request.diff_packages and name in installed
+
+    packages = tuple(w for w in request.packages if not no_op(w))
+    keys = request.repository_keys if request.repositories else ()
+    if packages == request.packages and keys == request.repository_keys:
+        return request
+    return replace(request, packages=packages, repository_keys=keys)
 
 
 def _check_limits(request: BuildRequest, server: Server) -> None:
@@ -193,21 +235,37 @@ def _check_limits(request: BuildRequest, server: Server) -> None:
         )
     for name, url in request.repositories.items():
         host = urlsplit(url).hostname or ""
-        if not _host_allowed(host, server.repository_allow_list):
+        if not host_allowed(host, server.repository_allow_list):
             raise RequestError(
                 f"Repository {name} ({host}) is not on this server's allow-list; "
                 "ask its operator to add the host"
             )
 
 
-def _host_allowed(host: str, allow_list: Iterable[str]) -> bool:
+def host_allowed(host: str, allow_list: Iterable[str]) -> bool:
+    """Whether ``host`` is on the allow-list: an entry names one host exactly; only an
+    entry ``*.example.org`` admits the hosts under it (never under an IP address)."""
     host = host.lower().rstrip(".")
     for entry in allow_list:
-        allowed = urlsplit(entry).hostname if "://" in entry else entry
-        allowed = (allowed or "").lower().rstrip(".")
-        if allowed and (host == allowed or host.endswith("." + allowed)):
+        wildcard = entry.startswith("*.")
+        named = entry[2:] if wildcard else entry
+        allowed = ((urlsplit(named).hostname if "://" in named else named) or "").lower()
+        allowed = allowed.rstrip(".")
+        if not allowed:
+            continue
+        if host == allowed:
+            return True
+        if wildcard and not _is_ip(allowed) and host.endswith("." + allowed):
             return True
     return False
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _check_filesystem(request: NormalizedRequest, profile: Mapping[str, Any]) -> None:
