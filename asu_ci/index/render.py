@@ -434,6 +434,8 @@ class _Renderer:
         entries = []
         for branch in branches:
             releases_ = rendered.get(branch.name, [])
+            if not releases_ and branch.snapshot and self.settings.branches is None:
+                continue  # the default SNAPSHOT, absent upstream (logged above)
             entries.append(
                 {
                     "name": branch.name,
