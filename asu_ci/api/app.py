@@ -50,6 +50,7 @@ from asu_ci.identity.hashing import is_request_hash, request_hash
 from asu_ci.identity.request import BuildRequest, describe_errors
 from asu_ci.identity.validate import NormalizedRequest, normalize
 from asu_ci.index.catalog import Catalog
+from asu_ci.index.refresh import Refresher
 from asu_ci.publish import bodies
 from asu_ci.publish.local import LocalStore
 
@@ -242,8 +243,11 @@ def make_dispatcher(settings: Settings, queue: Queue, store: LocalStore) -> Disp
     return LocalPool(settings, queue, store)
 
 
-def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
-    """The ASGI app. With ``dispatch`` its backend starts and stops with the app."""
+def create_app(
+    settings: Settings, *, dispatch: bool = True, refresher: Refresher | None = None
+) -> FastAPI:
+    """The ASGI app. With ``dispatch`` its backend starts and stops with the app, as
+    does ``refresher`` (the background re-render of ``asu-ci serve``) when given."""
     settings.public_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     service = Service(settings, dispatch)
@@ -253,7 +257,11 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if dispatcher is not None:
             dispatcher.start()
+        if refresher is not None:
+            refresher.start()
         yield
+        if refresher is not None:
+            refresher.stop()
         if dispatcher is not None:
             dispatcher.stop()
         service.queue.close()
@@ -391,6 +399,7 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
             "finished_answers_since_start": service.counters.cache_hits,
             "uptime_seconds": int(time.time() - service.counters.started),
             "backend": settings.backend,
+            "index": refresher.status() if refresher is not None else {"refresh_seconds": 0},
         }
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
