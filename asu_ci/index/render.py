@@ -317,7 +317,7 @@ class _Renderer:
         kmods = self._kmods_folder(key, release.path, target, profiles)
         kmods_index = find_index(self.upstream, kmods, prefer, names) if kmods else None
         if kmods and kmods_index is None:
-            log.warning("%s: profiles.json names this kernel-module feed; it has no index", kmods)
+            log.info("%s: profiles.json names this kernel-module feed; it has no index", kmods)
         inputs = {
             "path": release.path,
             "arch": arch,
