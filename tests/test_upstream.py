@@ -17,11 +17,13 @@ from asu_ci.http import Session
 from asu_ci.upstream.metadata import (
     Versions,
     find_index,
+    kmods_folder,
     newest_first,
     read_targets,
     read_versions,
     releases,
     resolve_branches,
+    targets_from_overview,
 )
 from asu_ci.upstream.packages import parse_apk_index, parse_index, parse_opkg
 from asu_ci.upstream.source import Upstream, check_relpath
@@ -489,3 +491,38 @@ def test_a_versions_file_without_versions_list_is_an_upstream_error(
     (upstream_dir / ".versions.json").write_text('{"stable_version": "23.05.4"}')
     with pytest.raises(UpstreamError, match="no versions_list"):
         read_versions(Upstream(str(upstream_dir), tmp_path))
+
+
+def test_kmods_folder_from_linux_kernel() -> None:
+    kernel = {"version": "6.6.73", "release": 1, "vermagic": "0a1b2c3d"}
+    assert kmods_folder("releases/24.10.0", "ath79/generic", {"linux_kernel": kernel}) == (
+        "releases/24.10.0/targets/ath79/generic/kmods/6.6.73-1-0a1b2c3d"
+    )
+    assert kmods_folder("releases/23.05.4", "ath79/generic", {}) is None
+    for bad in ({"version": "6.6", "release": "1"}, {**kernel, "vermagic": "../x"}, "6.6"):
+        with pytest.raises(UpstreamError, match="linux_kernel is not"):
+            kmods_folder("snapshots", "x86/64", {"linux_kernel": bad})
+
+
+def test_targets_from_overview(upstream_dir: Path, tmp_path: Path) -> None:
+    rel = upstream_dir / "releases/23.05.4"
+    profiles = [
+        {"id": "a", "target": "ath79/generic"},
+        {"id": "b", "target": "x86/64"},
+        {"id": "c", "target": "../x"},
+        {"id": "d", "target": "ramips/nowhere"},
+    ]
+    (rel / ".overview.json").write_text(json.dumps({"release": "23.05.4", "profiles": profiles}))
+    with Upstream(str(upstream_dir), tmp_path / "cache") as upstream:
+        # Unsafe names and targets whose arch cannot be read are left out (and logged).
+        assert targets_from_overview(upstream, "releases/23.05.4") == {
+            "ath79/generic": "mips_24kc",
+            "x86/64": "x86_64",
+        }
+        assert targets_from_overview(upstream, "releases/1.0") is None
+    (rel / ".overview.json").write_text('{"release": "23.05.4"}')
+    with (
+        Upstream(str(upstream_dir), tmp_path / "cache") as upstream,
+        pytest.raises(UpstreamError, match="has no list of profiles"),
+    ):
+        targets_from_overview(upstream, "releases/23.05.4")
