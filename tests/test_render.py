@@ -253,9 +253,8 @@ def test_package_indexes_opkg_and_apk(full: Rendered) -> None:
     provided = {v for r in records for v in r.provides} - set(mips)
     assert provided and set(names["provides"]) == provided
     for virtual, providers in names["provides"].items():
-        assert providers == sorted(
-            {r.stripped_name for r in records if virtual in r.provides}
-        ), virtual
+        expected_providers = {r.stripped_name for r in records if virtual in r.provides}
+        assert providers == sorted(expected_providers), virtual
     with_abi = {r.name: r.stripped_name for r in records if r.abi_version}
     assert with_abi and names["abi"] == with_abi
     aarch64 = _load(public, f"{JSON}/packages/aarch64_generic-index.json")
