@@ -29,7 +29,7 @@ Load with ``pytest_plugins = ["tests.support.fixtures"]`` (in the root
     ``keys/*.pem``), each with a working signed ImageBuilder, and a
     ``.versions.json`` with ``stable_version`` 25.12.0, ``oldstable_version``
     24.10.0, ``upcoming_version`` "" and ``versions_list`` [25.12.0, 24.10.0,
-    23.05.4]. :data:`MODERN_TARGETS` lists the (version, target) pairs; the
+    23.05.4]. ``tests.support.mirror.MODERN_TARGETS`` lists the (version, target) pairs; the
     kmods feed of one is ``modern_mirror.info.target(v, t).kmods_rel`` (its
     folder name ``.kmods_version``), the release shape ``.shape``. 1500
     packages per release keep it cheap (about a second to build).
@@ -46,24 +46,14 @@ from typing import Any
 import pytest
 
 from tests.support.imagebuilder import unpack_imagebuilder
-from tests.support.mirror import MirrorServer, build_mirror, serve
-from tests.support.usign import SecretKey, generate_keypair
-
-MODERN_TARGETS: tuple[tuple[str, str], ...] = (
-    ("23.05.4", "ath79/generic"),
-    ("24.10.0", "ath79/generic"),
-    ("25.12.0", "ath79/generic"),
-    ("SNAPSHOT", "ath79/generic"),
+from tests.support.mirror import (
+    MODERN_TARGETS,
+    MODERN_VERSIONS,
+    MirrorServer,
+    build_mirror,
+    serve,
 )
-"""What :func:`modern_mirror` publishes."""
-
-MODERN_VERSIONS: dict[str, Any] = {
-    "stable": "25.12.0",
-    "oldstable": "24.10.0",
-    "upcoming": "",
-    "versions": ("25.12.0", "24.10.0", "23.05.4"),
-}
-"""The ``.versions.json`` of :func:`modern_mirror` (keyword arguments of ``write_versions``)."""
+from tests.support.usign import SecretKey, generate_keypair
 
 
 @pytest.fixture(scope="session")

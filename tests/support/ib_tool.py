@@ -743,6 +743,7 @@ class ApkPkg:
     provides: dict[str, str]
     priority: int
     files: list[str]
+    installed_size: int = 0
 
     @property
     def label(self) -> str:
@@ -758,6 +759,7 @@ def _apk_pkg(raw: dict[str, object]) -> ApkPkg | None:
         pname, _, pversion = item.partition("=")
         provides[pname] = pversion
     priority = raw.get("provider-priority", 0)
+    size = raw.get("installed-size", 0)
     return ApkPkg(
         name=name,
         version=version,
@@ -765,6 +767,7 @@ def _apk_pkg(raw: dict[str, object]) -> ApkPkg | None:
         provides=provides,
         priority=priority if isinstance(priority, int) else 0,
         files=_str_list(raw.get("files")),
+        installed_size=size if isinstance(size, int) else 0,
     )
 
 
@@ -916,9 +919,11 @@ class ApkResolver:
                 for name, pversion in pkg.provides.items():
                     if pversion and (other.name == name or other.provides.get(name)):
                         found.setdefault(pkg.label, []).append(f"{other.label}[{name}={pversion}]")
+                listed = any(e.startswith(other.label + "[") for e in found.get(pkg.label, []))
                 for dep in pkg.depends:
-                    if dep.startswith("!") and other in self._owner(dep[1:]):
+                    if not listed and dep.startswith("!") and other in self._owner(dep[1:]):
                         found.setdefault(pkg.label, []).append(other.label)
+                        listed = True
         return found
 
     def report(self) -> list[str]:
@@ -992,10 +997,12 @@ def apk_resolve(ctx: Context, index: ApkIndex, names: list[str]) -> dict[str, Ap
                 errors += 1
                 continue
             owners[path] = pkg
+    mib = -(-sum(p.installed_size for p in ordered) // (1 << 20))
+    summary = f"{mib} MiB in {len(ordered)} packages"
     if errors:
-        _print(f"{errors} error{'s' if errors > 1 else ''}; {len(ordered)} packages")
+        _print(f"{errors} error{'s' if errors > 1 else ''}; {summary}")
         raise BuildError
-    ctx.out(f"OK: {len(ordered)} packages")
+    ctx.out(f"OK: {summary}")
     return resolver.selected
 
 

@@ -100,6 +100,22 @@ from tests.support.usign import SecretKey, generate_keypair, sign
 
 DEFAULT_TARGETS: tuple[tuple[str, str], ...] = (("23.05.4", "ath79/generic"),)
 
+MODERN_TARGETS: tuple[tuple[str, str], ...] = (
+    ("23.05.4", "ath79/generic"),
+    ("24.10.0", "ath79/generic"),
+    ("25.12.0", "ath79/generic"),
+    ("SNAPSHOT", "ath79/generic"),
+)
+"""What the ``modern_mirror`` fixture publishes."""
+
+MODERN_VERSIONS: dict[str, Any] = {
+    "stable": "25.12.0",
+    "oldstable": "24.10.0",
+    "upcoming": "",
+    "versions": ("25.12.0", "24.10.0", "23.05.4"),
+}
+"""The ``.versions.json`` of the ``modern_mirror`` fixture (:func:`write_versions` arguments)."""
+
 
 def sha256_file(path: Path) -> str:
     """The hex SHA-256 of a file."""
@@ -895,6 +911,8 @@ def json_of(server: MirrorServer, path: str) -> Any:
 
 __all__ = [
     "DEFAULT_TARGETS",
+    "MODERN_TARGETS",
+    "MODERN_VERSIONS",
     "MirrorInfo",
     "MirrorServer",
     "RequestRecord",
