@@ -31,6 +31,8 @@ from tests.support.imagebuilder import UPSTREAM_FIXTURES
 from tests.support.mirror import MirrorServer
 from tests.support.packages import PackageRecord, format_packages, write_apk_index, write_text
 
+pytest_plugins = ["tests.support.fixtures"]
+
 OLD = "releases/23.05.4"
 KERNEL = {"version": "6.6.73", "release": "1", "vermagic": "0a1b2c3d4e5f"}
 KMODS = "kmods/6.6.73-1-0a1b2c3d4e5f"
@@ -392,3 +394,32 @@ def test_stats_show_the_background_render(served: MirrorServer, tmp_path: Path) 
     plain = create_app(settings, dispatch=False)
     with TestClient(plain) as client:
         assert client.get("/api/v1/stats").json()["index"] == {"refresh_seconds": 0}
+
+
+def test_the_modern_stand_in_mirror(modern_mirror: MirrorServer, tmp_path: Path) -> None:
+    """The stand-ins' 23.05.4, 24.10.0 (opkg), 25.12.0 and SNAPSHOT (apk) trees."""
+    assert modern_mirror.info is not None
+    settings = _settings(modern_mirror, tmp_path)
+    render_tree(settings)
+    public = settings.public_dir
+    assert _load(public, "json/v1/latest.json") == {"latest": ["25.12.0", "24.10.0"]}
+    catalog = Catalog(public)
+    wanted = ["kmod-usb-storage", "kmod-fs-ext4", "block-mount"]
+    for version in ("24.10.0", "25.12.0", "SNAPSHOT"):
+        entry = modern_mirror.info.target(version, "ath79/generic")
+        assert entry.kmods_rel is not None
+        path = catalog.path_of(version)
+        index = _load(public, f"json/v1/{path}/targets/ath79/generic/index.json")
+        kmods = [name for name in index["packages"] if name.startswith("kmod-")]
+        assert "kmod-usb-storage" in kmods and "kmod-fs-ext4" in kmods, version
+        request = _request(version, "ath79/generic", "tplink_archer-c7-v5", wanted)
+        assert normalize(request, catalog, settings.server).packages
+        arch = _load(public, f"json/v1/{path}/packages/mips_24kc-index.json")
+        offered = sorted(set(index["packages"]) | set(arch))
+        assert len(offered) > 1000
+        for start in range(0, len(offered), 1000):  # a request holds at most 1,024 names
+            chunk = _request(
+                version, "ath79/generic", "tplink_archer-c7-v5", offered[start:][:1000]
+            )
+            assert normalize(chunk, catalog, settings.server)
+    assert not (public / "releases/23.05.4").exists()  # 23.05 is no longer named upstream
