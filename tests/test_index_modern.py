@@ -423,3 +423,17 @@ def test_the_modern_stand_in_mirror(modern_mirror: MirrorServer, tmp_path: Path)
             )
             assert normalize(chunk, catalog, settings.server)
     assert not (public / "releases/23.05.4").exists()  # 23.05 is no longer named upstream
+
+
+def test_a_broken_linux_kernel_costs_its_target_the_kmods_only(
+    served: MirrorServer, tree: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    profiles = tree / "releases/24.10.0/targets/ath79/generic/profiles.json"
+    doc = json.loads(profiles.read_bytes())
+    doc["linux_kernel"] = {**KERNEL, "vermagic": "../../x"}
+    profiles.write_text(json.dumps(doc))
+    settings = _settings(served, tmp_path)
+    assert render_tree(settings).versions == 4
+    index = _load(settings.public_dir, "json/v1/releases/24.10.0/targets/ath79/generic/index.json")
+    assert set(index["packages"]) == set(TARGET_PACKAGES)
+    assert "linux_kernel is not" in caplog.text and "kernel modules are not indexed" in caplog.text

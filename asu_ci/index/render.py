@@ -360,7 +360,12 @@ class _Renderer:
             kmods = old.get("kmods")
             return kmods if isinstance(kmods, str) else None
         doc = parse_profiles(profiles.data, self.upstream.url(profiles_relpath(path, target)))
-        return kmods_folder(path, target, doc)
+        try:
+            return kmods_folder(path, target, doc)
+        except UpstreamError as exc:
+            # One broken profiles.json costs its target the kmods, not the whole render.
+            log.warning("%s; its kernel modules are not indexed", exc)
+            return None
 
     def _arch(self, release: Release, arch: str) -> tuple[_Done, None]:
         key = f"arch:{release.path}:{arch}"
