@@ -185,28 +185,39 @@ def serve(
 ) -> None:
     """Start the endpoint, the build workers and the static tree on one address.
 
-    On first start with no index it renders one from the upstream server.
-    Clients use http://HOST:PORT/ as their ASU server URL.
+    On first start with no index it renders one from the upstream server;
+    while it runs, the index is re-rendered in the background every
+    index.refresh_seconds (what moves upstream only: .versions.json and the
+    snapshot tree). Clients use http://HOST:PORT/ as their ASU server URL.
     """
     from asu_ci.api import server
     from asu_ci.api.app import create_app
     from asu_ci.index.catalog import Catalog
+    from asu_ci.index.refresh import Refresher
 
     settings = ctx.obj.settings(
         upstream=upstream, public=public, data=data, host=host, port=port, workers=workers
     )
     sock = server.listen(settings)  # a busy port fails now, not after a long render
+    first_in = 0.0
     if not Catalog(settings.public_dir).rendered():
         typer.echo(f"no index in {settings.public_dir} yet: rendering it first", err=True)
         ctx.invoke(render, ctx=ctx, upstream=upstream, public=public, data=data)
+        first_in = settings.index.refresh_seconds
     # Each build's outcome is logged whatever the level (hash, profile, seconds, reason).
     logging.getLogger("asu_ci.builds").setLevel(logging.INFO)
     typer.echo(
         f"asu-ci {__version__} serving {settings.public_dir} on http://{settings.host}:"
-        f"{settings.port}/ ({settings.backend} backend, {settings.worker_count} worker(s))",
+        f"{settings.port}/ ({settings.backend} backend, {settings.worker_count} worker(s); "
+        + (
+            f"index re-rendered every {settings.index.refresh_seconds:g} s)"
+            if settings.index.refresh_seconds > 0
+            else "index not re-rendered)"
+        ),
         err=True,
     )
-    server.run(create_app(settings), settings, sock)
+    app_ = create_app(settings, refresher=Refresher(settings, first_in=first_in))
+    server.run(app_, settings, sock)
 
 
 def _read_request(source: str) -> dict[str, Any]:

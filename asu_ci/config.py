@@ -138,6 +138,24 @@ class GitHub(_Model):
     timeout_seconds: Annotated[float, Field(gt=0)] = 15.0
 
 
+# -- index: what is served and how often it is re-rendered (issue 10) ----------
+
+
+class Index(_Model):
+    """The rendered index: which releases beyond the default ones, and when to re-render."""
+
+    extra_branches: tuple[
+        Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+$", description="e.g. '22.03'")], ...
+    ] = Field(
+        default=(),
+        description="older branches served beside SNAPSHOT, upcoming, stable and oldstable; "
+        "quote them in YAML ('22.03', not 22.03)",
+    )
+    refresh_seconds: Annotated[
+        float, Field(ge=0, description="seconds between background re-renders; 0: never")
+    ] = 300.0
+
+
 class Settings(_Model):
     """Everything asu-ci can be told. Paths are relative to the working directory."""
 
@@ -155,6 +173,7 @@ class Settings(_Model):
     backend: Literal["local", "github"] = "local"
     local: Local = Local()
     github: GitHub = GitHub()
+    index: Index = Index()
 
     @field_validator("upstream")
     @classmethod

@@ -15,6 +15,20 @@ goals are judged over HTTP from nginx, the download server's kind of host,
 with the median of three warm runs.
 
 Goal (issue 7): at most 5 s cold and 0.5 s warm on 2 cores.
+
+    .venv/bin/python -m bench.render --today [--archs 20] [--packages 9000]
+
+A tree shaped like today's download server (issue 10): ``.versions.json``
+naming 25.12.0-rc1 (upcoming), 24.10.4 (stable) and 23.05.6 (oldstable),
+every point release of those branches (23.05.0-23.05.6, 24.10.0-24.10.4,
+25.12.0-rc1) plus SNAPSHOT and older branches that are not served by
+default. Each release is the real 23.05.4 metadata (75 targets, 1,534
+profiles) with generated feeds for ``--archs`` architectures; from 23.05.6 on
+``profiles.json`` names a ``linux_kernel`` and the kmods live in their own
+feed, 25.12 and SNAPSHOT publish apk ``index.json`` files. Measured over HTTP
+from the Python test mirror, in-process: the requests and bytes of a cold
+render, of a full warm render (``asu-ci render``) and of one background
+re-render cycle of ``asu-ci serve`` (nothing changed upstream).
 """
 
 from __future__ import annotations
@@ -35,7 +49,14 @@ from bench.common import machine
 from tests.support.frontends import NGINX, Nginx, free_port, write_config
 from tests.support.imagebuilder import UPSTREAM_FIXTURES, load_profiles, required_packages
 from tests.support.mirror import MirrorInfo, MirrorServer, link_tree
-from tests.support.packages import CORE, FEEDS, format_packages, package_records, split_feeds
+from tests.support.packages import (
+    CORE,
+    FEEDS,
+    apk_index_json,
+    format_packages,
+    package_records,
+    split_feeds,
+)
 from tests.support.packages import write_packages as write_feed
 
 VERSION = "23.05.4"
@@ -97,8 +118,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", type=int, default=20, help="architectures with feeds")
     parser.add_argument("--packages", type=int, default=9000, help="packages per architecture")
+    parser.add_argument("--today", action="store_true", help="every release served today")
     args = parser.parse_args()
     print(f"machine: {machine()}")
+    if args.today:
+        today(args.archs, args.packages)
+        return
     with tempfile.TemporaryDirectory(prefix="asu-ci-bench-render-") as tmp:
         root = Path(tmp)
         generated = time.monotonic()
@@ -156,6 +181,125 @@ def run_pair(root: Path, upstream: str, label: str) -> tuple[float, float, float
         warms.append(warm)
         rss = max(rss, warm_rss)
     return cold, statistics.median(warms), rss
+
+
+#: Today's releases as the bench builds them: version -> its kind of tree.
+TODAY = {
+    "SNAPSHOT": "apk",
+    "25.12.0-rc1": "apk",
+    **{f"24.10.{n}": "kmods" for n in range(5)},
+    "23.05.6": "kmods",
+    **{f"23.05.{n}": "opkg" for n in range(6)},
+}
+#: Listed upstream but not served by default (no tree needed: never asked for).
+OLDER = ("22.03.7", "22.03.6", "21.02.7", "19.07.10")
+KERNEL = {"version": "6.6.73", "release": "1", "vermagic": "0a1b2c3d4e5f60718293a4b5c6d7e8f9"}
+
+
+def today(archs: int, count: int) -> None:
+    """Cold, warm and refresh figures of a tree shaped like today's download server."""
+    from asu_ci.config import Settings
+    from asu_ci.index.refresh import Refresher
+    from asu_ci.index.render import render_tree
+
+    with tempfile.TemporaryDirectory(prefix="asu-ci-bench-today-") as tmp:
+        root = Path(tmp)
+        generated = time.monotonic()
+        chosen, packages = build_today(root / "upstream", archs, count)
+        print(
+            f"upstream: {len(TODAY)} releases ({', '.join(TODAY)}), each 75 targets, "
+            f"1,534 profiles, feeds for {chosen} archs x {count:,} packages ({packages:,} in "
+            f"all per release; generated in {time.monotonic() - generated:.1f} s)"
+        )
+        with MirrorServer([root / "upstream"]) as mirror:
+            settings = Settings(upstream=mirror.url, public=root / "public", data=root / "data")
+            for label, run in (
+                ("cold render", lambda: render_tree(settings)),
+                ("warm render (asu-ci render)", lambda: render_tree(settings)),
+                ("re-render cycle (asu-ci serve)", lambda: Refresher(settings).cycle()),
+            ):
+                mirror.reset()
+                summary = run()
+                assert summary is not None
+                not_modified = sum(1 for r in mirror.log if r.status == 304)
+                print(
+                    f"{label}: {summary.requests:,} requests ({not_modified:,} answered 304), "
+                    f"{summary.bytes_downloaded / 1e6:.1f} MB, {summary.seconds:.1f} s | "
+                    f"{summary.line()}"
+                )
+
+
+def build_today(root: Path, archs: int, count: int) -> tuple[int, int]:
+    """Write the tree; feeds are generated once and hard-linked into every release."""
+    release = UPSTREAM_FIXTURES / "releases" / VERSION
+    targets: dict[str, str] = json.loads((release / ".targets.json").read_text())
+    by_arch: dict[str, list[str]] = defaultdict(list)
+    for target, arch in sorted(targets.items()):
+        by_arch[arch].append(target)
+    chosen = sorted(by_arch, key=lambda a: (-len(by_arch[a]), a))[:archs]
+    pool = root / ".pool"
+    total = 0
+    for arch in chosen:
+        required: set[str] = set()
+        for target in by_arch[arch]:
+            required.update(required_packages(load_profiles(VERSION, target)))
+        feeds = split_feeds(package_records(arch, count, required=required))
+        core = feeds.pop(CORE)
+        feeds["core"] = core
+        feeds["core-nokmod"] = [r for r in core if not r.name.startswith("kmod-")]
+        feeds["kmods"] = [r for r in core if r.name.startswith("kmod-")]
+        for feed, records in feeds.items():
+            write_feed(pool / "opkg" / arch / feed, format_packages(records))
+            doc = apk_index_json(arch, {r.stripped_name: r.version for r in records})
+            apk = pool / "apk" / arch / feed / "index.json"
+            apk.parent.mkdir(parents=True)
+            apk.write_text(json.dumps(doc))
+        total += len(core) + sum(len(feeds[f]) for f in FEEDS)
+    kmods = "{version}-{release}-{vermagic}".format(**KERNEL)
+    for version, kind in TODAY.items():
+        path = root / ("snapshots" if version == "SNAPSHOT" else f"releases/{version}")
+        fmt = "apk" if kind == "apk" else "opkg"
+        _link(release / ".targets.json", path / ".targets.json")
+        for target, arch in targets.items():
+            folder = path / "targets" / target
+            doc = json.loads((release / "targets" / target / "profiles.json").read_bytes())
+            doc["version_number"] = version
+            if kind != "opkg":
+                doc["linux_kernel"] = KERNEL
+            folder.mkdir(parents=True)
+            (folder / "profiles.json").write_text(json.dumps(doc))
+            if arch not in chosen:
+                continue
+            if kind == "opkg":
+                _link_feed(pool / fmt / arch / "core", folder / "packages")
+            else:
+                _link_feed(pool / fmt / arch / "core-nokmod", folder / "packages")
+                _link_feed(pool / fmt / arch / "kmods", folder / "kmods" / kmods)
+        for arch in chosen:
+            for feed in FEEDS:
+                _link_feed(pool / fmt / arch / feed, path / "packages" / arch / feed)
+    listed = [v for v in TODAY if v != "SNAPSHOT"] + list(OLDER)
+    (root / ".versions.json").write_text(
+        json.dumps(
+            {
+                "versions_list": listed,
+                "upcoming_version": "25.12.0-rc1",
+                "stable_version": "24.10.4",
+                "oldstable_version": "23.05.6",
+            }
+        )
+    )
+    return len(chosen), total
+
+
+def _link_feed(source: Path, dest: Path) -> None:
+    for file in source.iterdir():
+        _link(file, dest / file.name)
+
+
+def _link(source: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.link(source, dest)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def _expected_device_files(upstream_dir: Path) -> dict[str, str]:
             for device in profiles[pid].get("supported_devices", []):
                 names.setdefault(device.replace(",", "_"), pid)
         for name, pid in names.items():
-            if SAFE.fullmatch(name) and name != "index":
+            if SAFE.fullmatch(name) and name not in ("index", "names"):
                 expected[f"{target}/{name}"] = pid
     return expected
 
@@ -101,8 +101,8 @@ def _add_package_indexes(root: Path) -> dict[str, dict[str, str]]:
     write_apk_index(root / REL / "packages/aarch64_generic/base", "aarch64_generic", apk_feed)
     write_apk_index(root / REL / "targets/armsr/armv8/packages", "aarch64_generic", apk_target)
     return {
-        "mips_24kc": {r.name: r.version for f in FEEDS for r in feeds[f]},
-        "ath79/tiny": {r.name: r.version for r in feeds[CORE]},
+        "mips_24kc": {r.stripped_name: r.version for f in FEEDS for r in feeds[f]},
+        "ath79/tiny": {r.stripped_name: r.version for r in feeds[CORE]},
         "aarch64_generic": apk_feed,
         "armsr/armv8": apk_target,
     }
@@ -167,7 +167,7 @@ def test_the_fixture_renders_every_profile_by_id_and_board_name(full: Rendered) 
     device_files = {
         str(p.relative_to(public / JSON / "targets"))[: -len(".json")]
         for p in (public / JSON / "targets").glob("*/*/*.json")
-        if p.name != "index.json"
+        if p.name not in ("index.json", "names.json")
     }
     assert device_files == set(expected)
     assert len({(n.rsplit("/", 1)[0], pid) for n, pid in expected.items()}) == 1534
@@ -246,9 +246,17 @@ def test_package_indexes_opkg_and_apk(full: Rendered) -> None:
     mips = _load(public, f"{JSON}/packages/mips_24kc-index.json")
     assert len(expected["mips_24kc"]) > 2000
     assert {k: mips[k] for k in expected["mips_24kc"]} == expected["mips_24kc"]
-    records = package_records("mips_24kc", 3000)
-    provided = {v for r in records if r.feed != CORE for v in r.provides}
-    assert set(mips) == set(expected["mips_24kc"]) | provided
+    records = [r for r in package_records("mips_24kc", 3000) if r.feed != CORE]
+    # Real names only, ABI suffix removed; the other names a request may use are beside it.
+    assert set(mips) == set(expected["mips_24kc"])
+    names = _load(public, f"{JSON}/packages/mips_24kc-names.json")
+    provided = {v for r in records for v in r.provides} - set(mips)
+    assert provided and set(names["provides"]) == provided
+    for virtual, providers in names["provides"].items():
+        expected_providers = {r.stripped_name for r in records if virtual in r.provides}
+        assert providers == sorted(expected_providers), virtual
+    with_abi = {r.name: r.stripped_name for r in records if r.abi_version}
+    assert with_abi and names["abi"] == with_abi
     aarch64 = _load(public, f"{JSON}/packages/aarch64_generic-index.json")
     assert aarch64 == expected["aarch64_generic"]
     ath79 = _load(public, f"{JSON}/targets/ath79/tiny/index.json")

@@ -17,11 +17,13 @@ from asu_ci.http import Session
 from asu_ci.upstream.metadata import (
     Versions,
     find_index,
+    kmods_folder,
     newest_first,
     read_targets,
     read_versions,
     releases,
     resolve_branches,
+    targets_from_overview,
 )
 from asu_ci.upstream.packages import parse_apk_index, parse_index, parse_opkg
 from asu_ci.upstream.source import Upstream, check_relpath
@@ -253,17 +255,70 @@ def test_opkg_stanzas_folded_lines_crlf_and_provides() -> None:
         "wpad-mbedtls": "2023-09-08-e5451c8a-7",
         "version-first": "1.0",
     }
+    # Every provider of a provided name, sorted; a real package is never a provided name.
     assert index.provides == {
-        "hostapd-common": "wpad-basic-mbedtls",
-        "wpad": "wpad-basic-mbedtls",
-        "wpad-basic": "wpad-basic-mbedtls",
-        "wpad-mbedtls": "version-first",
+        "hostapd-common": ("wpad-basic-mbedtls", "wpad-mbedtls"),
+        "wpad": ("wpad-basic-mbedtls", "wpad-mbedtls"),
+        "wpad-basic": ("wpad-basic-mbedtls",),
     }
-    # A provided name that no package has can be asked for; a real package wins.
-    installable = index.installable()
-    assert installable["wpad"] == "2023-09-08-e5451c8a-6"
-    assert installable["wpad-mbedtls"] == "2023-09-08-e5451c8a-7"
-    assert "not-a-package" not in installable and "no-version" not in installable
+    assert index.abi == {}
+    assert "not-a-package" not in index.packages and "no-version" not in index.packages
+
+
+def test_opkg_abi_suffix_is_removed_and_kept_as_an_alias() -> None:
+    text = (
+        b"Package: libustream-mbedtls20201210\n"
+        b"Version: 2024.07.28~99bd3d2b-1\n"
+        b"Provides: libustream-mbedtls, libustream-ssl\n"
+        b"ABIVersion: 20201210\n"
+        b"\n"
+        b"Package: libubox20240329\n"
+        b"Version: 2024.03.29~eb9bcb64-1\n"
+        b"ABIVersion: 20240329\n"
+        b"\n"
+        b"Package: nftables-json\n"
+        b"Version: 1.0.8-1\n"
+        b"Provides: nftables\n"
+        b"\n"
+        b"Package: nftables-nojson\n"
+        b"Version: 1.0.8-1\n"
+        b"Provides: nftables\n"
+    )
+    index = parse_opkg(text, "test")
+    assert index.packages == {
+        "libustream-mbedtls": "2024.07.28~99bd3d2b-1",
+        "libubox": "2024.03.29~eb9bcb64-1",
+        "nftables-json": "1.0.8-1",
+        "nftables-nojson": "1.0.8-1",
+    }
+    assert index.abi == {
+        "libustream-mbedtls20201210": "libustream-mbedtls",
+        "libubox20240329": "libubox",
+    }
+    # The real name a package provides for itself is no provided name.
+    assert index.provides == {
+        "libustream-ssl": ("libustream-mbedtls",),
+        "nftables": ("nftables-json", "nftables-nojson"),
+    }
+    assert index.sidecar() == {
+        "abi": {"libubox20240329": "libubox", "libustream-mbedtls20201210": "libustream-mbedtls"},
+        "provides": {
+            "libustream-ssl": ["libustream-mbedtls"],
+            "nftables": ["nftables-json", "nftables-nojson"],
+        },
+    }
+
+
+def test_merged_indexes_first_wins_and_providers_join() -> None:
+    base = parse_opkg(b"Package: a\nVersion: 1\nProvides: v\n", "base")
+    other = parse_opkg(
+        b"Package: a\nVersion: 2\n\nPackage: b\nVersion: 3\nProvides: v, a, w\n", "other"
+    )
+    merged = base.merged(other)
+    assert merged.packages == {"a": "1", "b": "3"}
+    assert merged.provides == {"v": ("a", "b"), "w": ("b",)}
+    # A provided name that the other index has as a real package is not provided any more.
+    assert base.merged(parse_opkg(b"Package: v\nVersion: 9\n", "x")).provides == {}
 
 
 def test_opkg_gzip_is_detected_by_its_magic() -> None:
@@ -284,19 +339,23 @@ def test_broken_gzip_is_an_upstream_error() -> None:
 
 def test_opkg_at_the_scale_of_a_real_feed() -> None:
     text = opkg_packages("mips_24kc", 9000)
-    expected = {p.name: p.version for p in parse_packages(text)}
+    records = package_records("mips_24kc", 9000)
+    assert [p.name for p in parse_packages(text)] == [r.name for r in records]
+    expected = {r.stripped_name: r.version for r in records}
     index = parse_opkg(gzip.compress(text.encode()), "test")
-    assert len(expected) == 9000
+    assert len(records) == 9000
     assert index.packages == expected
-    provided = {v for r in package_records("mips_24kc", 9000) for v in r.provides}
-    assert provided and provided <= set(index.installable())
+    with_abi = {r.name: r.stripped_name for r in records if r.name != r.stripped_name}
+    assert with_abi and index.abi == with_abi
+    provided = {v for r in records for v in r.provides}
+    assert provided and provided <= set(index.packages) | set(index.provides)
 
 
 def test_apk_index_v2() -> None:
     doc = apk_index_json("aarch64_generic", {"busybox": "1.36.1-r2", "apk-mbedtls": "3.0-r1"})
     index = parse_index("index.json", json.dumps(doc).encode(), "test")
     assert index.packages == {"busybox": "1.36.1-r2", "apk-mbedtls": "3.0-r1"}
-    assert index.installable() == index.packages
+    assert index.provides == {} and index.abi == {}
 
 
 @pytest.mark.parametrize(
@@ -331,11 +390,35 @@ def test_versions_sort_newest_first() -> None:
     ]
 
 
+def test_default_branches_are_snapshot_upcoming_stable_and_oldstable() -> None:
+    listed = Versions(
+        ("24.10.1", "23.05.5", "24.10.0", "23.05.4", "22.03.7", "21.02.7", "bad/../x"),
+        stable_version="24.10.1",
+        oldstable_version="23.05.5",
+        upcoming_version="25.12.0-rc1",
+    )
+    branches = resolve_branches(None, listed)
+    assert [(b.name, b.versions, b.snapshot) for b in branches] == [
+        ("SNAPSHOT", ["SNAPSHOT"], True),
+        ("25.12", ["25.12.0-rc1"], False),
+        ("24.10", ["24.10.1", "24.10.0"], False),
+        ("23.05", ["23.05.5", "23.05.4"], False),
+    ]
+    assert (branches[0].path, branches[0].git_branch) == ("snapshots", "main")
+    # Older branches are one setting away.
+    older = resolve_branches(None, listed, extra=["22.03", "21.02"])
+    assert [b.name for b in older] == ["SNAPSHOT", "25.12", "24.10", "23.05", "22.03", "21.02"]
+    assert older[-1].versions == ["21.02.7"]
+
+
 def test_branches_are_derived_from_versions_list() -> None:
     listed = Versions(("23.05.3", "24.10.0-rc1", "23.05.4", "22.03.7", "bad/../x"))
-    branches = resolve_branches(None, listed)
+    # No stable version named: the newest branch (and SNAPSHOT).
+    assert [b.name for b in resolve_branches(None, listed)] == ["SNAPSHOT", "24.10"]
+    listed = Versions(listed.versions_list, stable_version="23.05.4")
+    branches = resolve_branches(None, listed, extra=["22.03"])
     assert [(b.name, b.versions) for b in branches] == [
-        ("24.10", ["24.10.0-rc1"]),
+        ("SNAPSHOT", ["SNAPSHOT"]),
         ("23.05", ["23.05.4", "23.05.3"]),
         ("22.03", ["22.03.7"]),
     ]
@@ -346,7 +429,7 @@ def test_branches_are_derived_from_versions_list() -> None:
         "openwrt-23.05",
         False,
     )
-    assert [r.path for r in releases(branches)][:2] == ["releases/24.10.0-rc1", "releases/23.05.4"]
+    assert [r.path for r in releases(branches)][:2] == ["snapshots", "releases/23.05.4"]
 
 
 def test_configured_branches() -> None:
@@ -393,7 +476,8 @@ def test_metadata_of_the_fixture(upstream_dir: Path, tmp_path: Path) -> None:
     (folder / "Packages").write_text(format_packages(package_records("mips_24kc", 10)))
     with Upstream(str(upstream_dir), tmp_path / "cache") as upstream:
         versions = read_versions(upstream)
-        assert versions == Versions(("23.05.4",), "23.05.4", "", "")
+        assert versions is not None and versions.digest
+        assert versions == Versions(("23.05.4",), "23.05.4", "", "", digest=versions.digest)
         assert read_targets(upstream, "releases/23.05.4") == {"ath79/generic": "mips_24kc"}
         assert read_targets(upstream, "releases/1.0") is None
         found = find_index(upstream, "releases/23.05.4/targets/ath79/generic/packages")
@@ -407,3 +491,38 @@ def test_a_versions_file_without_versions_list_is_an_upstream_error(
     (upstream_dir / ".versions.json").write_text('{"stable_version": "23.05.4"}')
     with pytest.raises(UpstreamError, match="no versions_list"):
         read_versions(Upstream(str(upstream_dir), tmp_path))
+
+
+def test_kmods_folder_from_linux_kernel() -> None:
+    kernel = {"version": "6.6.73", "release": 1, "vermagic": "0a1b2c3d"}
+    assert kmods_folder("releases/24.10.0", "ath79/generic", {"linux_kernel": kernel}) == (
+        "releases/24.10.0/targets/ath79/generic/kmods/6.6.73-1-0a1b2c3d"
+    )
+    assert kmods_folder("releases/23.05.4", "ath79/generic", {}) is None
+    for bad in ({"version": "6.6", "release": "1"}, {**kernel, "vermagic": "../x"}, "6.6"):
+        with pytest.raises(UpstreamError, match="linux_kernel is not"):
+            kmods_folder("snapshots", "x86/64", {"linux_kernel": bad})
+
+
+def test_targets_from_overview(upstream_dir: Path, tmp_path: Path) -> None:
+    rel = upstream_dir / "releases/23.05.4"
+    profiles = [
+        {"id": "a", "target": "ath79/generic"},
+        {"id": "b", "target": "x86/64"},
+        {"id": "c", "target": "../x"},
+        {"id": "d", "target": "ramips/nowhere"},
+    ]
+    (rel / ".overview.json").write_text(json.dumps({"release": "23.05.4", "profiles": profiles}))
+    with Upstream(str(upstream_dir), tmp_path / "cache") as upstream:
+        # Unsafe names and targets whose arch cannot be read are left out (and logged).
+        assert targets_from_overview(upstream, "releases/23.05.4") == {
+            "ath79/generic": "mips_24kc",
+            "x86/64": "x86_64",
+        }
+        assert targets_from_overview(upstream, "releases/1.0") is None
+    (rel / ".overview.json").write_text('{"release": "23.05.4"}')
+    with (
+        Upstream(str(upstream_dir), tmp_path / "cache") as upstream,
+        pytest.raises(UpstreamError, match="has no list of profiles"),
+    ):
+        targets_from_overview(upstream, "releases/23.05.4")

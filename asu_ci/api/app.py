@@ -55,6 +55,7 @@ from asu_ci.identity.identify import Identity, identify, invalid_request
 from asu_ci.identity.request import BuildRequest
 from asu_ci.identity.validate import NormalizedRequest
 from asu_ci.index.catalog import Catalog
+from asu_ci.index.refresh import Refresher
 from asu_ci.publish import bodies, retention
 from asu_ci.publish.local import LocalStore
 
@@ -279,8 +280,11 @@ def make_dispatcher(settings: Settings, queue: Queue, store: LocalStore) -> Disp
     return LocalPool(settings, queue, store)
 
 
-def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
-    """The ASGI app. With ``dispatch`` its backend starts and stops with the app."""
+def create_app(
+    settings: Settings, *, dispatch: bool = True, refresher: Refresher | None = None
+) -> FastAPI:
+    """The ASGI app. With ``dispatch`` its backend starts and stops with the app, as
+    does ``refresher`` (the background re-render of ``asu-ci serve``) when given."""
     settings.public_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     service = Service(settings, dispatch)
@@ -292,8 +296,12 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
         if dispatcher is not None:
             dispatcher.start()
             pruner.start()
+        if refresher is not None:
+            refresher.start()
         yield
         pruner.stop()
+        if refresher is not None:
+            refresher.stop()
         if dispatcher is not None:
             dispatcher.stop()
         service.queue.close()
@@ -433,6 +441,7 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
             "finished_answers_since_start": service.counters.cache_hits,
             "uptime_seconds": int(time.time() - service.counters.started),
             "backend": settings.backend,
+            "index": refresher.status() if refresher is not None else {"refresh_seconds": 0},
         }
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)

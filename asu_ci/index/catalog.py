@@ -45,8 +45,8 @@ class Catalog:
         self._json = os.path.join(self._public, "json", "v1")
         #: path -> (checked at, mtime_ns, size, parsed JSON)
         self._files: dict[str, tuple[float, int, int, Any]] = {}
-        #: (version, target) -> (the two parsed files the set was made of, the set)
-        self._names: OrderedDict[tuple[str, str], tuple[Any, Any, frozenset[str] | None]] = (
+        #: (version, target) -> (the parsed files the set was made of, the set)
+        self._names: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], frozenset[str] | None]] = (
             OrderedDict()
         )
         self._lock = threading.Lock()
@@ -121,28 +121,69 @@ class Catalog:
         data = self._load(f"{folder}/{name.replace(',', '_')}.json")
         return data if isinstance(data, dict) and "id" in data else None
 
-    def package_names(self, version: str, target: str) -> frozenset[str] | None:
-        """Every package the target may install, or None when upstream lists none."""
+    def _package_files(self, version: str, target: str) -> tuple[Any, ...] | None:
+        """The target's index and names sidecar, then its architecture's (parsed, or None)."""
         folder = self._target_dir(version, target)
         path = self.path_of(version)
         if folder is None or path is None:
             return None
         target_index = self._load(f"{folder}/index.json") or {}
         arch = target_index.get("architecture") or self.targets(version).get(target)
-        feeds = self._load(f"{self._json}/{path}/packages/{arch}-index.json")
+        feeds = f"{self._json}/{path}/packages/{arch}"
+        return (
+            target_index,
+            self._load(f"{folder}/names.json"),
+            self._load(f"{feeds}-index.json"),
+            self._load(f"{feeds}-names.json"),
+        )
+
+    def package_names(self, version: str, target: str) -> frozenset[str] | None:
+        """Every name a request may use for the target, or None when upstream lists none.
+
+        The real names of the target's index (its packages and kernel-module
+        feeds) and of its architecture's index, plus what the ``names.json``
+        sidecars add: ABI-suffixed full names and provided names.
+        """
+        files = self._package_files(version, target)
+        if files is None:
+            return None
         key = (version, target)
         made = self._names.get(key)
-        if made is not None and made[0] is target_index and made[1] is feeds:
-            return made[2]
+        if made is not None and all(a is b for a, b in zip(made[0], files, strict=True)):
+            return made[1]
+        target_index, target_names, feeds, feed_names = files
         names = set(target_index.get("packages", {}))
         if isinstance(feeds, dict):
             names.update(feeds)
+        names.update(self._aliases(target_names, feed_names))
         found = frozenset(names) if names else None
         with self._lock:
-            self._names[key] = (target_index, feeds, found)
+            self._names[key] = (files, found)
             self._names.move_to_end(key)
             if len(self._names) > NAME_SETS:
                 self._names.popitem(last=False)
+        return found
+
+    def aliases(self, version: str, target: str) -> dict[str, list[str]]:
+        """Each accepted name that is no real package → the real packages that satisfy it.
+
+        An ABI-suffixed name maps to its one real name, a provided name to its
+        providers (sorted). What the post-build check needs to match a manifest.
+        """
+        files = self._package_files(version, target)
+        return {} if files is None else self._aliases(files[1], files[3])
+
+    @staticmethod
+    def _aliases(*sidecars: Any) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for sidecar in sidecars:
+            if not isinstance(sidecar, dict):
+                continue
+            for full, real in (sidecar.get("abi") or {}).items():
+                found.setdefault(full, [str(real)])
+            for virtual, providers in (sidecar.get("provides") or {}).items():
+                merged = set(found.get(virtual, ())) | {str(p) for p in providers}
+                found[virtual] = sorted(merged)
         return found
 
     def package_changes(self, version: str) -> list[Mapping[str, Any]]:

@@ -4,9 +4,28 @@ The output comes in groups, each made from its own inputs:
 
 - global: ``json/v1/overview.json``, ``branches.json``, ``latest.json`` and ``.versions.json``;
 - per version: ``<path>/.overview.json`` and ``<path>/.targets.json``;
-- per version and target: ``json/v1/<path>/targets/<t>/<s>/index.json``, one device
-  file per profile id and board name, and ``<path>/targets/<t>/<s>/profiles.json``;
-- per version and architecture: ``json/v1/<path>/packages/<arch>-index.json``.
+- per version and target: ``json/v1/<path>/targets/<t>/<s>/index.json`` and
+  ``names.json`` beside it, one device file per profile id and board name, and
+  ``<path>/targets/<t>/<s>/profiles.json``;
+- per version and architecture: ``json/v1/<path>/packages/<arch>-index.json`` and
+  ``<arch>-names.json`` beside it.
+
+Package names. ``index.json`` ("packages") and ``<arch>-index.json`` list real
+package names with their versions, the ABI suffix removed, as upstream ASU
+does; a target's ``index.json`` holds its ``packages/`` feed and, where
+``profiles.json`` names a ``linux_kernel``, its kernel-module feed
+``kmods/<version>-<release>-<vermagic>/``. Other names a request may use live
+in the ``names.json`` sidecars: ``{"abi": {full name: real name}, "provides":
+{provided name: [real names of its providers]}}`` (in 23.05, ``nftables`` is
+provided by ``nftables-json`` and ``nftables-nojson``). Validation accepts all
+three kinds (:meth:`asu_ci.index.catalog.Catalog.package_names`); clients that
+only read the index never see a name without a version of its own.
+
+A re-render may name the versions to read again (``only``): a published
+point release does not change, so the background re-render of ``asu-ci serve``
+asks for ``.versions.json`` and the snapshot tree only, and keeps the groups
+of the other releases as they are. When ``.versions.json`` changed, every
+release is read again (conditionally: unchanged files cost a 304 each).
 
 A group's fingerprint hashes its inputs (upstream digests and the settings it
 uses). The state file in the data folder keeps each group's fingerprint and
@@ -29,17 +48,20 @@ from typing import Any
 
 from asu_ci import __version__
 from asu_ci.config import Branch, Settings
+from asu_ci.errors import UpstreamError
 from asu_ci.fsutil import FileLock, dumps, read_json, write_bytes, write_json
 from asu_ci.site import render_site
 from asu_ci.upstream.metadata import (
     FEEDS,
     INDEX_NAMES,
+    SNAPSHOT_VERSION,
     VERSIONS_FILE,
     Release,
     Versions,
     feed_folder,
     find_index,
     is_safe_name,
+    kmods_folder,
     newest_first,
     parse_profiles,
     profiles_relpath,
@@ -48,6 +70,7 @@ from asu_ci.upstream.metadata import (
     releases,
     resolve_branches,
     target_index_folder,
+    targets_from_overview,
 )
 from asu_ci.upstream.packages import PackageIndex, parse_index
 from asu_ci.upstream.source import Fetched, Upstream, check_relpath
@@ -55,12 +78,14 @@ from asu_ci.upstream.source import Fetched, Upstream, check_relpath
 log = logging.getLogger(__name__)
 
 #: Bump when the rendered files change for the same inputs.
-FORMAT = 1
+FORMAT = 2
 STATE_FILE = "render-state.json"
 #: Fetching is I/O bound: a few threads keep the connection busy on two cores.
 POOL_SIZE = 8
 
 ProgressFn = Callable[[int, int, str], None]
+#: The sidecar beside each package index naming ABI-suffixed and provided names.
+NAMES = "names"
 #: The fields of a branch in overview.json (branches.json adds git_branch, branch_off_rev).
 _OVERVIEW_BRANCH = (
     "name",
@@ -119,12 +144,20 @@ def render_tree(
     *,
     upstream: Upstream | None = None,
     on_progress: ProgressFn | None = None,
+    only: Collection[str] | None = None,
 ) -> RenderSummary:
     """Render the index of every served version into ``settings.public_dir``.
 
     ``on_progress(done, total, label)`` is called once per target and per
     architecture. Without ``upstream``, one is opened on ``settings.upstream``
     with its cache in ``<data>/cache/upstream``.
+
+    ``only`` names the versions to read from upstream again (e.g.
+    ``{"SNAPSHOT"}``, or the one release whose checksums moved); every other
+    release keeps what the last render made of it, without a request. A
+    release never rendered before, one whose files went missing, and every
+    release when ``.versions.json`` changed, are read whatever ``only`` says.
+    None (the default) reads every release (conditionally).
     """
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
@@ -134,7 +167,7 @@ def render_tree(
         requests, downloaded = upstream.requests, upstream.bytes_downloaded
         # One render at a time per data folder: a second one waits, then finds little to do.
         stack.enter_context(FileLock(settings.data_dir / "render.lock"))
-        renderer = _Renderer(settings, upstream)
+        renderer = _Renderer(settings, upstream, only)
         done = renderer.run(on_progress)
         site_written, site_unchanged = render_site(settings)
         target_records = [d.record for d in done if d.key.startswith("target:")]
@@ -152,9 +185,13 @@ def render_tree(
 
 
 class _Renderer:
-    def __init__(self, settings: Settings, upstream: Upstream) -> None:
+    def __init__(
+        self, settings: Settings, upstream: Upstream, only: Collection[str] | None = None
+    ) -> None:
         self.settings = settings
         self.upstream = upstream
+        self.only = None if only is None else frozenset(only)
+        self.old_versions_digest = ""
         self.public = settings.public_dir
         self.state_path = settings.data_dir / STATE_FILE
         self.old: dict[str, dict[str, Any]] = {}
@@ -168,16 +205,24 @@ class _Renderer:
             for source in record.get("sources", ()) if path else ():
                 self._formats.setdefault(path[0], set()).add(source.rsplit("/", 1)[-1])
         versions = read_versions(self.upstream)
-        branches = resolve_branches(self.settings.branches, versions)
+        branches = resolve_branches(
+            self.settings.branches, versions, self.settings.index.extra_branches
+        )
         done: list[_Done] = []
+        kept: dict[Release, dict[str, str]] = {}
+        wanted = []
+        for release in releases(branches):
+            carried = self._carry_over(release, versions)
+            if carried is None:
+                wanted.append(release)
+            else:
+                kept[release] = carried[0]
+                done.extend(carried[1])
         with ThreadPoolExecutor(POOL_SIZE, thread_name_prefix="render") as pool:
-            wanted = releases(branches)
-            found = list(pool.map(lambda r: read_targets(self.upstream, r.path), wanted))
+            found = list(pool.map(self._targets_of, wanted))
             served: dict[Release, dict[str, str]] = {}
             for release, listed in zip(wanted, found, strict=True):
-                if listed is None:
-                    log.warning("%s: no .targets.json upstream; not serving it", release.path)
-                else:
+                if listed is not None:
                     served[release] = listed
             profiles: dict[Release, dict[str, Fetched | None]] = {r: {} for r in served}
             units: dict[Future[tuple[_Done, Fetched | None]], tuple[Release, str, str]] = {}
@@ -203,9 +248,62 @@ class _Renderer:
                 raise
         for release, targets in served.items():
             done.append(self._version(release, targets, profiles[release]))
+        served.update(kept)
         done.append(self._global(branches, versions, served))
-        self._finish(done)
+        self._finish(done, versions)
         return done
+
+    def _targets_of(self, release: Release) -> dict[str, str] | None:
+        """The release's targets: ``.targets.json``, else ``.overview.json``, else an error.
+
+        Only the SNAPSHOT served by default (no ``branches`` configured) may be
+        missing upstream (a mirror of releases only): that is logged and skipped.
+        """
+        listed = read_targets(self.upstream, release.path)
+        if listed is None:
+            listed = targets_from_overview(self.upstream, release.path)
+            if listed is not None:
+                log.info("%s: no .targets.json; targets read from .overview.json", release.path)
+        if listed is not None:
+            return listed
+        if self.settings.branches is None and release.version == SNAPSHOT_VERSION:
+            log.warning(
+                "%s: no .targets.json upstream; not serving SNAPSHOT",
+                self.upstream.url(release.path),
+            )
+            return None
+        raise UpstreamError(
+            f"{release.version}: upstream has neither {release.path}/.targets.json nor "
+            f"{release.path}/.overview.json, so its targets are unknown; point --upstream at "
+            "a complete mirror or stop serving this version in the config"
+        )
+
+    def _carry_over(
+        self, release: Release, versions: Versions | None
+    ) -> tuple[dict[str, str], list[_Done]] | None:
+        """The targets and groups of the last render of ``release``, when it need not be read.
+
+        None when ``only`` does not spare it: no ``only``, the version is in it,
+        ``.versions.json`` changed, or the last render's files are incomplete.
+        """
+        if self.only is None or release.version in self.only:
+            return None
+        if versions is None or versions.digest != self.old_versions_digest:
+            return None
+        path = release.path
+        records = {key: record for key, record in self.old.items() if key.split(":")[1:2] == [path]}
+        if f"version:{path}" not in records:
+            return None
+        if not all(self._all_present(record["files"]) for record in records.values()):
+            return None
+        try:
+            targets = read_json(self.public / path / ".targets.json")
+        except (OSError, ValueError):
+            return None
+        if not isinstance(targets, dict):
+            return None
+        groups = [_Done(key, rec, 0, len(rec["files"])) for key, rec in records.items()]
+        return {str(t): str(a) for t, a in targets.items()}, groups
 
     # -- the groups ------------------------------------------------------------
 
@@ -213,21 +311,32 @@ class _Renderer:
         key = f"target:{release.path}:{target}"
         relpath = profiles_relpath(release.path, target)
         profiles = self.upstream.get(relpath)
-        folder = target_index_folder(release.path, target)
-        index = find_index(
-            self.upstream, folder, self._sources(key), self._index_names(release.path)
-        )
+        prefer = self._sources(key)
+        names = self._index_names(release.path)
+        index = find_index(self.upstream, target_index_folder(release.path, target), prefer, names)
+        kmods = self._kmods_folder(key, release.path, target, profiles)
+        kmods_index = find_index(self.upstream, kmods, prefer, names) if kmods else None
+        if kmods and kmods_index is None:
+            log.info("%s: profiles.json names this kernel-module feed; it has no index", kmods)
         inputs = {
             "path": release.path,
             "arch": arch,
             "profiles": profiles.digest if profiles else None,
             "index": [index[0], index[1].digest] if index else None,
+            "kmods": [kmods_index[0], kmods_index[1].digest] if kmods_index else None,
         }
         json_dir = f"json/v1/{release.path}/targets/{target}"
 
         def produce() -> _Output:
-            packages = self._parse_index(index).installable() if index else {}
-            files = {f"{json_dir}/index.json": dumps({"architecture": arch, "packages": packages})}
+            parsed = PackageIndex()
+            for found in (index, kmods_index):
+                if found is not None:
+                    parsed = parsed.merged(self._parse_index(found))
+            packages = parsed.packages
+            files = {
+                f"{json_dir}/index.json": dumps({"architecture": arch, "packages": packages}),
+                f"{json_dir}/{NAMES}.json": dumps(parsed.sidecar()),
+            }
             if profiles is None:
                 log.warning("%s: missing upstream; no device files", relpath)
                 return _Output(files, packages=len(packages))
@@ -236,8 +345,27 @@ class _Renderer:
             files.update(_device_files(doc, json_dir))
             return _Output(files, profiles=len(doc["profiles"]), packages=len(packages))
 
-        sources = [index[0]] if index else []
-        return self._group(key, inputs, produce, sources), profiles
+        sources = [found[0] for found in (index, kmods_index) if found is not None]
+        meta = {"profiles": profiles.digest if profiles else None, "kmods": kmods}
+        return self._group(key, inputs, produce, sources, meta), profiles
+
+    def _kmods_folder(
+        self, key: str, path: str, target: str, profiles: Fetched | None
+    ) -> str | None:
+        """The kernel-module feed named by ``profiles.json``; unparsed when it did not change."""
+        if profiles is None:
+            return None
+        old = self.old.get(key, {}).get("meta")
+        if isinstance(old, dict) and old.get("profiles") == profiles.digest:
+            kmods = old.get("kmods")
+            return kmods if isinstance(kmods, str) else None
+        doc = parse_profiles(profiles.data, self.upstream.url(profiles_relpath(path, target)))
+        try:
+            return kmods_folder(path, target, doc)
+        except UpstreamError as exc:
+            # One broken profiles.json costs its target the kmods, not the whole render.
+            log.warning("%s; its kernel modules are not indexed", exc)
+            return None
 
     def _arch(self, release: Release, arch: str) -> tuple[_Done, None]:
         key = f"arch:{release.path}:{arch}"
@@ -254,16 +382,16 @@ class _Renderer:
         def produce() -> _Output:
             if not indexes:
                 return _Output({})
-            names: dict[str, str] = {}
-            provides: dict[str, str] = {}
+            merged = PackageIndex()
             for feed in FEEDS:
                 if feed in indexes:
-                    parsed = self._parse_index(indexes[feed])
-                    names = parsed.packages | names
-                    provides = parsed.provides | provides
-            packages = PackageIndex(names, provides).installable()
-            relpath = f"json/v1/{release.path}/packages/{arch}-index.json"
-            return _Output({relpath: dumps(packages)}, packages=len(packages))
+                    merged = merged.merged(self._parse_index(indexes[feed]))
+            folder = f"json/v1/{release.path}/packages"
+            files = {
+                f"{folder}/{arch}-index.json": dumps(merged.packages),
+                f"{folder}/{arch}-{NAMES}.json": dumps(merged.sidecar()),
+            }
+            return _Output(files, packages=len(merged.packages))
 
         sources = [relpath for relpath, _ in indexes.values()]
         return self._group(key, inputs, produce, sources), None
@@ -311,6 +439,8 @@ class _Renderer:
         entries = []
         for branch in branches:
             releases_ = rendered.get(branch.name, [])
+            if not releases_ and branch.snapshot and self.settings.branches is None:
+                continue  # the default SNAPSHOT, absent upstream (logged above)
             entries.append(
                 {
                     "name": branch.name,
@@ -327,9 +457,7 @@ class _Renderer:
                     "package_changes": [c.model_dump(mode="json") for c in branch.package_changes],
                 }
             )
-        latest = newest_first(
-            rs[0].version for rs in rendered.values() if not rs[0].branch.snapshot
-        )
+        latest = _latest(versions, served, rendered)
         server = self.settings.server
         inputs = {
             "branches": entries,
@@ -376,6 +504,7 @@ class _Renderer:
         inputs: Any,
         produce: Callable[[], _Output],
         sources: Iterable[str] = (),
+        meta: dict[str, Any] | None = None,
     ) -> _Done:
         """Skip the group when its fingerprint and files are as last time; else write it."""
         fingerprint = hashlib.sha256(dumps([FORMAT, __version__, key, inputs])).hexdigest()
@@ -397,6 +526,8 @@ class _Renderer:
             "packages": out.packages,
             "sources": sorted(sources),
         }
+        if meta is not None:
+            record["meta"] = meta
         return _Done(key, record, written, len(out.files) - written)
 
     def _all_present(self, files: Iterable[str]) -> bool:
@@ -432,7 +563,7 @@ class _Renderer:
         relpath, fetched = index
         return parse_index(relpath.rsplit("/", 1)[-1], fetched.data, self.upstream.url(relpath))
 
-    def _finish(self, done: list[_Done]) -> None:
+    def _finish(self, done: list[_Done], versions: Versions | None) -> None:
         """Remove the files no group produces any more, then save the state."""
         produced = {f for d in done for f in d.record["files"]}
         stale = {f for record in self.old.values() for f in record["files"]} - produced
@@ -443,6 +574,7 @@ class _Renderer:
         state = {
             "format": FORMAT,
             "public": str(self.public.absolute()),
+            "versions_digest": versions.digest if versions else "",
             "groups": {d.key: d.record for d in done},
         }
         write_json(self.state_path, state)
@@ -460,6 +592,7 @@ class _Renderer:
             or not isinstance(state.get("groups"), dict)
         ):
             return {}
+        self.old_versions_digest = str(state.get("versions_digest") or "")
         return {key: rec for key, rec in state["groups"].items() if _valid_record(rec)}
 
 
@@ -498,7 +631,29 @@ def _device_files(doc: dict[str, Any], folder: str) -> dict[str, bytes]:
 
 
 def _file_name_ok(name: str) -> bool:
-    return is_safe_name(name) and name != "index"
+    return is_safe_name(name) and name not in ("index", NAMES)
+
+
+def _latest(
+    versions: Versions | None,
+    served: dict[Release, dict[str, str]],
+    rendered: dict[str, list[Release]],
+) -> list[str]:
+    """``latest.json``: the upcoming, stable and oldstable versions that are served.
+
+    Without those (a configured mirror that names none of them), the newest
+    release of each served branch.
+    """
+    releases_ = {r.version for r in served if not r.branch.snapshot}
+    named = (
+        [versions.upcoming_version, versions.stable_version, versions.oldstable_version]
+        if versions
+        else []
+    )
+    latest = list(dict.fromkeys(v for v in named if v in releases_))
+    if latest:
+        return latest
+    return newest_first(rs[0].version for rs in rendered.values() if not rs[0].branch.snapshot)
 
 
 def _versions_file(versions: Versions | None, served: dict[Release, dict[str, str]]) -> Any:

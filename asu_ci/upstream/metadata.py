@@ -3,6 +3,21 @@
 Where each file lives and what makes it valid. Names read from upstream
 (versions, targets, architectures) become paths in the static tree, so only
 :data:`SAFE_NAME` ones are used; the others are logged and skipped.
+
+Served without configuration (as upstream ASU does): ``SNAPSHOT`` and the
+branches of ``.versions.json``'s ``upcoming_version``, ``stable_version`` and
+``oldstable_version``, each with every version of it in ``versions_list``
+(and the upcoming version itself). ``index.extra_branches`` adds older
+branches; a ``branches`` list in the config replaces the choice entirely.
+
+A release lists its targets in ``.targets.json`` (target → package
+architecture). Trees older than 21.02 have none; their targets come from
+``.overview.json`` (every profile with its target) and each target's
+``profiles.json`` (``arch_packages``).
+
+From 23.05.6, 24.10 and in snapshots, kernel modules live in a feed of their
+own, ``targets/<t>/<s>/kmods/<version>-<release>-<vermagic>/``, named by the
+``linux_kernel`` entry of the target's ``profiles.json``.
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ FEEDS = ("base", "luci", "packages", "routing", "telephony")
 #: Index file names, tried in this order (opkg gzip, opkg plain, apk).
 INDEX_NAMES = ("Packages.gz", "Packages", "index.json")
 
+_KERNEL_FIELDS = ("version", "release", "vermagic")
 _BRANCH_OF = re.compile(r"^(\d+\.\d+)(?:[.-]|$)")
 _VERSION_KEY = re.compile(r"^(\d+(?:\.\d+)*)(?:-rc(\d+))?")
 
@@ -40,6 +56,8 @@ class Versions:
     stable_version: str = ""
     oldstable_version: str = ""
     upcoming_version: str = ""
+    #: sha256 of the file as read: a changed one may list new releases.
+    digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,9 +95,10 @@ def newest_first(versions: Iterable[str]) -> list[str]:
 
 def read_versions(upstream: Upstream) -> Versions | None:
     """The upstream ``.versions.json``, or None when there is none."""
-    doc = upstream.get_json(VERSIONS_FILE)
-    if doc is None:
+    fetched = upstream.get(VERSIONS_FILE)
+    if fetched is None:
         return None
+    doc = load_json(fetched.data, upstream.url(VERSIONS_FILE))
     versions = doc.get("versions_list") if isinstance(doc, dict) else None
     if not isinstance(versions, list) or not all(isinstance(v, str) for v in versions):
         raise UpstreamError(
@@ -91,20 +110,26 @@ def read_versions(upstream: Upstream) -> Versions | None:
         stable_version=str(doc.get("stable_version") or ""),
         oldstable_version=str(doc.get("oldstable_version") or ""),
         upcoming_version=str(doc.get("upcoming_version") or ""),
+        digest=fetched.digest,
     )
 
 
 def resolve_branches(
-    configured: Sequence[Branch] | None, versions: Versions | None
+    configured: Sequence[Branch] | None,
+    versions: Versions | None,
+    extra: Collection[str] = (),
 ) -> list[Branch]:
     """The branches to serve, each with its versions (newest first), paths and git branch.
 
-    Without configured branches, one branch per major.minor of ``versions_list``
-    (newest first). A configured branch without ``versions`` takes every listed
-    version of its name; a snapshot branch serves ``SNAPSHOT`` from ``snapshots``.
+    Without configured branches: ``SNAPSHOT`` (from ``snapshots``), then the
+    branches of the upcoming, stable and oldstable versions and those named
+    in ``extra``, newest first, each with every version of it in
+    ``versions_list``. A configured branch without ``versions`` takes every
+    listed version of its name; a snapshot branch serves ``SNAPSHOT`` from
+    ``snapshots``.
     """
     if configured is None:
-        return [_complete(b, b.versions or []) for b in _derive(_listed(versions))]
+        return _default_branches(versions, extra)
     names = [branch.name for branch in configured]
     if len(set(names)) != len(names):
         raise ConfigError(f"branches: names must be unique, got {', '.join(names)}")
@@ -123,6 +148,29 @@ def resolve_branches(
                 )
         branches.append(_complete(branch, chosen))
     return branches
+
+
+def _default_branches(versions: Versions | None, extra: Collection[str]) -> list[Branch]:
+    """SNAPSHOT, then the upcoming, stable, oldstable and ``extra`` branches, newest first."""
+    listed = _listed(versions)
+    assert versions is not None
+    named = [versions.upcoming_version, versions.stable_version, versions.oldstable_version]
+    wanted = {b for b in (_branch_of(v) for v in named if v) if b is not None}
+    if not wanted:
+        newest = [b for b in (_branch_of(v) for v in newest_first(listed)) if b]
+        wanted = set(newest[:1])
+        log.warning(
+            "%s names no upcoming, stable or oldstable version; serving the newest branch %s",
+            VERSIONS_FILE,
+            ", ".join(wanted) or "(none)",
+        )
+    wanted.update(extra)
+    candidates = [*listed, versions.upcoming_version] if versions.upcoming_version else listed
+    derived = [b for b in _derive(candidates) if b.name in wanted]
+    for name in sorted(wanted - {b.name for b in derived}):
+        log.warning("%s lists no version of branch %s; not serving it", VERSIONS_FILE, name)
+    snapshot = Branch(name=SNAPSHOT_VERSION, snapshot=True, versions=[SNAPSHOT_VERSION])
+    return [_complete(b, list(b.versions or [])) for b in [snapshot, *derived]]
 
 
 def releases(branches: Iterable[Branch]) -> list[Release]:
@@ -159,6 +207,61 @@ def read_targets(upstream: Upstream, path: str) -> dict[str, str] | None:
         else:
             log.warning("%s: skipping target %r (arch %r): not a plain name", relpath, target, arch)
     return targets
+
+
+def targets_from_overview(upstream: Upstream, path: str) -> dict[str, str] | None:
+    """The targets of a tree without ``.targets.json`` (19.07 and older), or None.
+
+    ``.overview.json`` names each profile's target; the architecture of a
+    target is ``arch_packages`` in its ``profiles.json``. A target whose
+    architecture cannot be read is logged and skipped.
+    """
+    relpath = f"{path}/.overview.json"
+    fetched = upstream.get(relpath)
+    if fetched is None:
+        return None
+    doc = load_json(fetched.data, upstream.url(relpath))
+    profiles = doc.get("profiles") if isinstance(doc, dict) else None
+    if not isinstance(profiles, list):
+        raise UpstreamError(f"{upstream.url(relpath)}: has no list of profiles")
+    names = {p.get("target") for p in profiles if isinstance(p, dict)}
+    targets = {}
+    for target in sorted(t for t in names if isinstance(t, str)):
+        parts = target.split("/")
+        if len(parts) != 2 or not all(is_safe_name(p) for p in parts):
+            log.warning("%s: skipping target %r: not a plain name", relpath, target)
+            continue
+        where = profiles_relpath(path, target)
+        found = upstream.get(where)
+        arch = None
+        if found is not None:
+            arch = parse_profiles(found.data, upstream.url(where)).get("arch_packages")
+        if is_safe_name(arch):
+            targets[target] = str(arch)
+        else:
+            log.warning(
+                "%s: skipping target %s: no arch_packages in its profiles.json", path, target
+            )
+    return targets
+
+
+def kmods_folder(path: str, target: str, profiles: dict[str, Any]) -> str | None:
+    """``<path>/targets/<t>/<s>/kmods/<version>-<release>-<vermagic>`` or None.
+
+    None when ``profiles.json`` has no ``linux_kernel`` (23.05.5 and older);
+    a ``linux_kernel`` whose parts are not plain names is an upstream error.
+    """
+    kernel = profiles.get("linux_kernel")
+    if kernel is None:
+        return None
+    parts = [kernel.get(k) if isinstance(kernel, dict) else None for k in _KERNEL_FIELDS]
+    name = "-".join(str(p) for p in parts)
+    if not all(isinstance(p, str | int) for p in parts) or not is_safe_name(name):
+        raise UpstreamError(
+            f"{profiles_relpath(path, target)}: linux_kernel is not "
+            "{version, release, vermagic} of plain names"
+        )
+    return f"{path}/targets/{target}/kmods/{name}"
 
 
 def profiles_relpath(path: str, target: str) -> str:

@@ -21,6 +21,20 @@ Load with ``pytest_plugins = ["tests.support.fixtures"]`` (in the root
     do not change it).
 ``usign_keypair`` (session)
     ``(SecretKey, public_key_text)`` of a fresh usign key.
+``modern_mirror`` (session)
+    a :class:`~tests.support.mirror.MirrorServer` serving ``ath79/generic`` of
+    23.05.4 (opkg, ``.tar.xz``), 24.10.0 (opkg, ``linux_kernel``, kmods feed,
+    ``.tar.zst``), 25.12.0 and SNAPSHOT (apk: ``packages.adb`` stand-ins +
+    ``index.json`` v2, kmods feed, ``.tar.zst`` with ``repositories`` and
+    ``keys/*.pem``), each with a working signed ImageBuilder, and a
+    ``.versions.json`` with ``stable_version`` 25.12.0, ``oldstable_version``
+    24.10.0, ``upcoming_version`` "" and ``versions_list`` [25.12.0, 24.10.0,
+    23.05.4]. ``tests.support.mirror.MODERN_TARGETS`` lists the (version, target) pairs; the
+    kmods feed of one is ``modern_mirror.info.target(v, t).kmods_rel`` (its
+    folder name ``.kmods_version``), the release shape ``.shape``. 1500
+    packages per release keep it cheap (about a second to build).
+``modern_mirror_clean`` (function)
+    :func:`modern_mirror` with counters and faults reset around the test.
 """
 
 from __future__ import annotations
@@ -32,7 +46,13 @@ from typing import Any
 import pytest
 
 from tests.support.imagebuilder import unpack_imagebuilder
-from tests.support.mirror import MirrorServer, build_mirror, serve
+from tests.support.mirror import (
+    MODERN_TARGETS,
+    MODERN_VERSIONS,
+    MirrorServer,
+    build_mirror,
+    serve,
+)
 from tests.support.usign import SecretKey, generate_keypair
 
 
@@ -90,3 +110,29 @@ def unpacked_imagebuilder(
 def usign_keypair() -> tuple[SecretKey, str]:
     """A usign key pair (secret key object, public key file text)."""
     return generate_keypair()
+
+
+@pytest.fixture(scope="session")
+def modern_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MirrorServer]:
+    """23.05.4, 24.10.0, 25.12.0 and SNAPSHOT of ath79/generic, each in its real shape."""
+    info = build_mirror(
+        tmp_path_factory.mktemp("modern"),
+        targets=MODERN_TARGETS,
+        package_count=1500,
+        versions=MODERN_VERSIONS,
+    )
+    server = serve(info)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def modern_mirror_clean(modern_mirror: MirrorServer) -> Iterator[MirrorServer]:
+    """:func:`modern_mirror` with counters and faults reset around the test."""
+    modern_mirror.reset()
+    try:
+        yield modern_mirror
+    finally:
+        modern_mirror.reset()

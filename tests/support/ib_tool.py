@@ -24,6 +24,28 @@ It behaves like the real OpenWrt ImageBuilder where a client of it can see:
   the size limit is skipped with "WARNING: Image file ... is too big" and the
   exit code stays 0, like the real one.
 
+apk mode (``package_manager: apk`` in ``.targetinfo.json``, the 25.12 and
+SNAPSHOT ImageBuilders) follows ``target/imagebuilder/files/Makefile``'s
+``CONFIG_USE_APK`` branches and apk-tools' output instead:
+
+* feeds are the lines of ``repositories`` (``packages.adb`` URLs; upstream
+  URLs read the bundled ``packages/packages.adb``, loopback ones are
+  downloaded, ``file://`` and absolute paths read). Each index is a STAND-IN
+  (JSON, see tests/support/packages.py) whose ECDSA P-256 signature must
+  verify with a PEM key in ``keys/``, else apk's
+  "WARNING: opening <url>: UNTRUSTED signature" and the feed is unused;
+* resolution knows versioned ``provides``, ``provider-priority``, ``!name``
+  conflicts and the files each package installs; failures print apk's
+  "ERROR: unable to select packages:" report (``<name> (no such package):``,
+  ``<name> (virtual):`` with its ``provided by:`` list, ``<pkg>-<ver>:`` with
+  ``conflicts:``, each with ``required by:`` / ``satisfies:``) or
+  "ERROR: <pkg>-<ver>: trying to overwrite <file> owned by <pkg>-<ver>." and
+  exit 1;
+* ``make manifest`` prints ``apk list --quiet --manifest`` lines
+  (``<name> <version>``, ABI suffix kept, STRIP_ABI has no effect); the image's
+  ``.manifest`` is that list sorted with ``' - '`` (include/image.mk's
+  ``Image/Manifest``).
+
 Image bytes are a readable description of what went in (packages with
 versions, every file under FILES with its content, ROOTFS_PARTSIZE ...)
 padded to a size that grows with the number of packages.
@@ -39,6 +61,7 @@ import json
 import os
 import re
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -583,6 +606,414 @@ def resolve(ctx: Context, index: Index, names: list[str]) -> dict[str, Pkg]:
 # --------------------------------------------------------------------------- commands
 
 
+# --------------------------------------------------------------------------- apk mode
+
+_P256_P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
+_P256_A = _P256_P - 3
+_P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_P256_G = (
+    0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296,
+    0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5,
+)
+_P256_SPKI_PREFIX = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
+
+_Point = tuple[int, int] | None
+
+
+def _ec_add(a: _Point, b: _Point) -> _Point:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    p = _P256_P
+    if a[0] == b[0]:
+        if (a[1] + b[1]) % p == 0:
+            return None
+        slope = (3 * a[0] * a[0] + _P256_A) * pow(2 * a[1], -1, p) % p
+    else:
+        slope = (b[1] - a[1]) * pow(b[0] - a[0], -1, p) % p
+    x = (slope * slope - a[0] - b[0]) % p
+    return x, (slope * (a[0] - x) - a[1]) % p
+
+
+def _ec_mul(k: int, point: _Point) -> _Point:
+    result: _Point = None
+    while k:
+        if k & 1:
+            result = _ec_add(result, point)
+        point = _ec_add(point, point)
+        k >>= 1
+    return result
+
+
+def _der_ints(der: bytes) -> tuple[int, int] | None:
+    """(r, s) of a DER ECDSA signature."""
+    if len(der) < 8 or der[0] != 0x30:
+        return None
+    values: list[int] = []
+    at = 2
+    while at < len(der) and len(values) < 2:
+        if der[at] != 0x02:
+            return None
+        size = der[at + 1]
+        values.append(int.from_bytes(der[at + 2 : at + 2 + size], "big"))
+        at += 2 + size
+    return (values[0], values[1]) if len(values) == 2 else None
+
+
+def pem_public_key(text: str) -> tuple[bytes, tuple[int, int]] | None:
+    """(DER, point) of a PEM P-256 public key, or None for anything else."""
+    body = "".join(
+        line.strip() for line in text.splitlines() if line.strip() and not line.startswith("-----")
+    )
+    try:
+        der = base64.b64decode(body, validate=True)
+    except ValueError:
+        return None
+    if not der.startswith(_P256_SPKI_PREFIX) or len(der) != len(_P256_SPKI_PREFIX) + 65:
+        return None
+    raw = der[len(_P256_SPKI_PREFIX) :]
+    if raw[0] != 4:
+        return None
+    return der, (int.from_bytes(raw[1:33], "big"), int.from_bytes(raw[33:], "big"))
+
+
+def ecdsa_verify(point: tuple[int, int], data: bytes, signature: bytes) -> bool:
+    """ECDSA P-256 with SHA-256 (what the stand-in index signatures use)."""
+    pair = _der_ints(signature)
+    if pair is None:
+        return False
+    r, s_ = pair
+    if not (0 < r < _P256_N and 0 < s_ < _P256_N):
+        return False
+    e = int.from_bytes(hashlib.sha256(data).digest(), "big")
+    w = pow(s_, -1, _P256_N)
+    total = _ec_add(_ec_mul(e * w % _P256_N, _P256_G), _ec_mul(r * w % _P256_N, point))
+    return total is not None and total[0] % _P256_N == r
+
+
+def _apk_keys() -> dict[str, tuple[int, int]]:
+    """key id (first 16 bytes of SHA-512 over the DER) → point, of keys/*.pem."""
+    keys: dict[str, tuple[int, int]] = {}
+    folder = TOPDIR / "keys"
+    for path in sorted(folder.glob("*.pem")) if folder.is_dir() else []:
+        parsed = pem_public_key(path.read_text(encoding="utf-8", errors="replace"))
+        if parsed is not None:
+            keys[hashlib.sha512(parsed[0]).digest()[:16].hex()] = parsed[1]
+    return keys
+
+
+def _apk_verified(document: dict[str, object], keys: dict[str, tuple[int, int]]) -> bool:
+    signature = document.get("signature")
+    if not isinstance(signature, dict):
+        return False
+    point = keys.get(str(signature.get("key_id", "")))
+    if point is None:
+        return False
+    try:
+        value = base64.b64decode(str(signature.get("value", "")), validate=True)
+    except ValueError:
+        return False
+    payload = json.dumps(document.get("packages", []), sort_keys=True, separators=(",", ":"))
+    return ecdsa_verify(point, payload.encode(), value)
+
+
+_VIRTUAL_NOTE = (
+    "please",
+    "select",
+    "one",
+    "of",
+    "the",
+    "'provided",
+    "by'",
+    "packages",
+    "explicitly",
+)
+"""apk's note under a virtual name, as the words apk_print_indented_words wraps."""
+_APK_DEP_RE = re.compile(r"^(!?)([^<>=~!]+?)(?:(<=|>=|<|>|=|~)(.+))?$")
+
+
+@dataclass
+class ApkPkg:
+    """A package of an apk index (stand-in), as far as resolution needs it."""
+
+    name: str
+    version: str
+    depends: list[str]
+    provides: dict[str, str]
+    priority: int
+    files: list[str]
+    installed_size: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}-{self.version}"
+
+
+def _apk_pkg(raw: dict[str, object]) -> ApkPkg | None:
+    name, version = raw.get("name"), raw.get("version")
+    if not isinstance(name, str) or not isinstance(version, str):
+        return None
+    provides: dict[str, str] = {}
+    for item in _str_list(raw.get("provides")):
+        pname, _, pversion = item.partition("=")
+        provides[pname] = pversion
+    priority = raw.get("provider-priority", 0)
+    size = raw.get("installed-size", 0)
+    return ApkPkg(
+        name=name,
+        version=version,
+        depends=_str_list(raw.get("depends")),
+        provides=provides,
+        priority=priority if isinstance(priority, int) else 0,
+        files=_str_list(raw.get("files")),
+        installed_size=size if isinstance(size, int) else 0,
+    )
+
+
+class ApkIndex:
+    """Packages of every usable repository, by name and by provided name."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, list[ApkPkg]] = {}
+        self.providers: dict[str, list[ApkPkg]] = {}
+
+    def add(self, packages: Iterable[ApkPkg]) -> None:
+        for pkg in packages:
+            known = self.by_name.setdefault(pkg.name, [])
+            if any(p.version == pkg.version for p in known):
+                continue
+            known.append(pkg)
+            for name in pkg.provides:
+                self.providers.setdefault(name, []).append(pkg)
+
+
+def _apk_open(url: str, ctx: Context) -> dict[str, object] | None:
+    """Read one repository index; print apk's warning when it cannot be used."""
+    parsed = urllib.parse.urlsplit(url)
+    try:
+        if (parsed.hostname or "") in UPSTREAM_HOSTS:
+            data = (TOPDIR / "packages" / "packages.adb").read_bytes()
+        elif parsed.scheme in {"http", "https", "file"}:
+            data = _fetch(url)
+        elif url.startswith("/"):
+            data = Path(url).read_bytes()
+        else:
+            raise OSError("repositories file syntax error")
+    except urllib.error.HTTPError as exc:
+        _err(f"WARNING: opening {url}: HTTP {exc.code}: {exc.reason}")
+        return None
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or "network error"
+        _err(f"WARNING: opening {url}: {reason}")
+        return None
+    try:
+        document = json.loads(data)
+    except ValueError:
+        _err(f"WARNING: opening {url}: ADB header error")
+        return None
+    if not isinstance(document, dict):
+        _err(f"WARNING: opening {url}: ADB header error")
+        return None
+    ctx.out(f"fetch {url}")
+    return document
+
+
+def load_apk_index(ctx: Context) -> ApkIndex:
+    """Read every repository of ``repositories`` whose signature a key in keys/ verifies."""
+    path = TOPDIR / "repositories"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    keys = _apk_keys()
+    index = ApkIndex()
+    for raw in lines:
+        url = raw.strip()
+        if not url or url.startswith("#"):
+            continue
+        document = _apk_open(url, ctx)
+        if document is None:
+            continue
+        if not _apk_verified(document, keys):
+            _err(f"WARNING: opening {url}: UNTRUSTED signature")
+            continue
+        packages = document.get("packages")
+        items = packages if isinstance(packages, list) else []
+        index.add(p for p in (_apk_pkg(i) for i in items if isinstance(i, dict)) if p)
+    return index
+
+
+@dataclass
+class _Need:
+    """Who asked for a name: ``world[name]`` or ``<pkg>-<ver>[dep]``."""
+
+    by: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.by}[{self.text}]"
+
+
+class ApkResolver:
+    """A small apk solver: picks a package per name, then reports like apk-tools."""
+
+    def __init__(self, index: ApkIndex) -> None:
+        self.index = index
+        self.selected: dict[str, ApkPkg] = {}
+        self.needs: dict[str, list[_Need]] = {}
+        self.missing: dict[str, list[_Need]] = {}
+        self.virtual: dict[str, list[_Need]] = {}
+
+    def _pick(self, name: str, op: str | None, version: str | None) -> ApkPkg | str | None:
+        real = [
+            p for p in self.index.by_name.get(name, []) if version_satisfies(p.version, op, version)
+        ]
+        if real:
+            by_version = functools.cmp_to_key(compare_versions)
+            return max(real, key=lambda p: by_version(p.version))
+        providers = [
+            p
+            for p in self.index.providers.get(name, [])
+            if version_satisfies(p.provides[name] or p.version, op, version)
+        ]
+        if not providers:
+            return None
+        chosen = [p for p in providers if p.name in self.selected]
+        if chosen:
+            return chosen[0]
+        best = max(p.priority for p in providers)
+        top = [p for p in providers if p.priority == best]
+        if best > 0 or len(providers) == 1:
+            return sorted(top, key=lambda p: p.name)[0]
+        return "virtual"
+
+    def want(self, text: str, need: _Need) -> None:
+        match = _APK_DEP_RE.match(text.strip())
+        if not match or match.group(1):
+            return
+        name, op, version = match.group(2), match.group(3), match.group(4)
+        self.needs.setdefault(name, []).append(need)
+        picked = self._pick(name, op, version)
+        if picked is None:
+            self.missing.setdefault(name, []).append(need)
+            return
+        if picked == "virtual":
+            self.virtual.setdefault(name, []).append(need)
+            return
+        assert isinstance(picked, ApkPkg)
+        if picked.name in self.selected:
+            return
+        self.selected[picked.name] = picked
+        for dep in picked.depends:
+            self.want(dep, _Need(picked.label, dep))
+
+    def _owner(self, name: str) -> list[ApkPkg]:
+        return [p for p in self.selected.values() if p.name == name or name in p.provides]
+
+    def conflicts(self) -> dict[str, list[str]]:
+        """label → the ``conflicts:`` entries of every selected package in a conflict."""
+        found: dict[str, list[str]] = {}
+        pkgs = sorted(self.selected.values(), key=lambda p: p.name)
+        for pkg in pkgs:
+            for other in pkgs:
+                if other is pkg:
+                    continue
+                for name, pversion in pkg.provides.items():
+                    if pversion and (other.name == name or other.provides.get(name)):
+                        found.setdefault(pkg.label, []).append(f"{other.label}[{name}={pversion}]")
+                listed = any(e.startswith(other.label + "[") for e in found.get(pkg.label, []))
+                for dep in pkg.depends:
+                    if not listed and dep.startswith("!") and other in self._owner(dep[1:]):
+                        found.setdefault(pkg.label, []).append(other.label)
+                        listed = True
+        return found
+
+    def report(self) -> list[str]:
+        """apk's "unable to select packages" lines, empty when the selection holds."""
+        lines: list[str] = []
+        for name, needs in sorted(self.missing.items()):
+            lines.append(f"  {name} (no such package):")
+            lines += _wrapped("    required by:", [str(n) for n in needs])
+        for name, needs in sorted(self.virtual.items()):
+            lines.append(f"  {name} (virtual):")
+            lines += _wrapped(
+                "    note:",
+                [
+                    "please",
+                    "select",
+                    "one",
+                    "of",
+                    "the",
+                    "'provided",
+                    "by'",
+                    "packages",
+                    "explicitly",
+                ],
+            )
+            providers = sorted({p.name for p in self.index.providers.get(name, [])})
+            lines += _wrapped("    provided by:", providers)
+            lines += _wrapped("    required by:", [str(n) for n in needs])
+        for label, entries in sorted(self.conflicts().items()):
+            pkg_name = next(p.name for p in self.selected.values() if p.label == label)
+            lines.append(f"  {label}:")
+            lines += _wrapped("    conflicts:", entries)
+            satisfies = [str(n) for n in self.needs.get(pkg_name, [])]
+            lines += _wrapped("    satisfies:", satisfies)
+        return lines
+
+
+def _wrapped(label: str, words: list[str], width: int = 80) -> list[str]:
+    """apk_print_indented: words after ``label``, wrapped under the first word."""
+    if not words:
+        return []
+    indent = len(label) + 1
+    lines = [f"{label} {words[0]}"]
+    for word in words[1:]:
+        if len(lines[-1]) + 1 + len(word) + 1 >= width:
+            lines.append(" " * indent + word)
+        else:
+            lines[-1] += " " + word
+    return lines
+
+
+def apk_resolve(ctx: Context, index: ApkIndex, names: list[str]) -> dict[str, ApkPkg]:
+    """``apk add <names>``: the selection, or apk's error report and BuildError."""
+    resolver = ApkResolver(index)
+    for name in names:
+        resolver.want(name, _Need("world", name))
+    report = resolver.report()
+    if report:
+        _err("ERROR: unable to select packages:")
+        for line in report:
+            _err(line)
+        raise BuildError
+    owners: dict[str, ApkPkg] = {}
+    errors = 0
+    ordered = sorted(resolver.selected.values(), key=lambda p: p.name)
+    for number, pkg in enumerate(ordered, start=1):
+        ctx.out(f"({number}/{len(ordered)}) Installing {pkg.name} ({pkg.version})")
+        for path in pkg.files:
+            owner = owners.get(path)
+            if owner is not None:
+                _err(f"ERROR: {pkg.label}: trying to overwrite {path} owned by {owner.label}.")
+                errors += 1
+                continue
+            owners[path] = pkg
+    mib = -(-sum(p.installed_size for p in ordered) // (1 << 20))
+    summary = f"{mib} MiB in {len(ordered)} packages"
+    if errors:
+        _print(f"{errors} error{'s' if errors > 1 else ''}; {summary}")
+        raise BuildError
+    ctx.out(f"OK: {summary}")
+    return resolver.selected
+
+
+Installed = dict[str, Pkg] | dict[str, ApkPkg]
+"""What an image gets: opkg's or apk's selection, by name."""
+
+
+def _apk_mode(ctx: Context) -> bool:
+    return ctx.setting("package_manager") == "apk"
+
+
 def cmd_info(ctx: Context) -> None:
     _print(f'Current Target: "{ctx.setting("target")}"')
     _print(f'Current Architecture: "{ctx.setting("cpu_arch")}"')
@@ -610,6 +1041,11 @@ def cmd_info(ctx: Context) -> None:
 def cmd_manifest(ctx: Context) -> None:
     profiles = select_profiles(ctx)
     profile = next(iter(profiles.values())) if ctx.var("PROFILE") else None
+    if _apk_mode(ctx):
+        selected = apk_resolve(ctx, load_apk_index(ctx), build_package_list(ctx, profile))
+        for pkg in sorted(selected.values(), key=lambda p: p.name):
+            _print(f"{pkg.name} {pkg.version}")
+        return
     index = load_index(ctx)
     installed = resolve(ctx, index, build_package_list(ctx, profile))
     strip = ctx.var("STRIP_ABI") not in {"", "0"}
@@ -663,7 +1099,7 @@ def _image_body(
     profile: dict[str, object],
     image: dict[str, object],
     name: str,
-    installed: dict[str, Pkg],
+    installed: Installed,
     files: tuple[list[str], bytes],
 ) -> bytes:
     lines = [
@@ -734,7 +1170,8 @@ def _check_vars(ctx: Context) -> tuple[Path, Path | None, str]:
 def cmd_image(ctx: Context) -> None:
     profiles = select_profiles(ctx)
     bin_dir, files_dir, extra = _check_vars(ctx)
-    index = load_index(ctx)
+    apk_index = load_apk_index(ctx) if _apk_mode(ctx) else None
+    index = load_index(ctx) if apk_index is None else Index()
     files = _files_listing(files_dir)
     limit = ctx.int_setting("max_image_size", 65536)
     if ctx.var("ASU_TEST_IB_MAX_IMAGE_SIZE").isdigit():
@@ -752,10 +1189,15 @@ def cmd_image(ctx: Context) -> None:
         _print(f"Building images for {board}" + (f" - {title}" if title else ""))
         _print("Packages: " + " ".join(names))
         _print("")
-        installed = resolve(ctx, index, names)
-        _print("Installing packages...")
-        for pkg in sorted(installed.values(), key=lambda p: p.name):
-            _print(f"Installing {pkg.name} ({pkg.version}) to root...")
+        installed: Installed
+        if apk_index is not None:
+            _print("Installing packages...")
+            installed = apk_resolve(ctx, apk_index, names)
+        else:
+            installed = resolve(ctx, index, names)
+            _print("Installing packages...")
+            for pkg in sorted(installed.values(), key=lambda p: p.name):
+                _print(f"Installing {pkg.name} ({pkg.version}) to root...")
         original_prefix = str(profile.get("image_prefix", ""))
         prefix = image_prefix(ctx, original_prefix, extra)
         images: list[dict[str, object]] = []

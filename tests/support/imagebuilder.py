@@ -14,6 +14,21 @@
     keys/<keynum>          usign public keys (a release key and any given ones)
     packages/Packages      the opkg index the ImageBuilder resolves against
 
+An apk-era ImageBuilder (``shape`` with ``package_manager == "apk"``, i.e.
+25.12 and SNAPSHOT) has instead, as the real one does
+(openwrt/openwrt ``target/imagebuilder/files/Makefile``, ``include/feeds.mk``
+``FeedSourcesAppendAPK``)::
+
+    repositories           one ``packages.adb`` URL per line: core, base, kmods, luci, ...
+    keys/<name>.pem        PEM (ECDSA P-256) public keys apk trusts
+    packages/packages.adb  the bundled index (the STAND-IN format of
+                           tests/support/packages.py, signed by the release key)
+    .config                with CONFIG_USE_APK=y
+
+and a 24.10-era opkg one lists the kmods feed in ``repositories.conf``
+(``src/gz openwrt_kmods …/targets/<t>/<s>/kmods/<k>-<r>-<vermagic>``, right
+after ``openwrt_base``, as ``FeedSourcesAppendOPKG`` writes it).
+
 The ``Makefile`` hands its variables to the script through the environment
 only (``export``); their values are taken with ``$(value ...)`` so make never
 expands them and no recipe ever contains them.
@@ -33,7 +48,17 @@ from typing import Any
 
 import zstandard
 
-from tests.support.packages import opkg_packages, write_text
+from tests.support.packages import (
+    FEEDS,
+    ApkKey,
+    PackageRecord,
+    ReleaseShape,
+    apk_index_document,
+    generate_apk_key,
+    opkg_packages,
+    sign_apk_index,
+    write_text,
+)
 from tests.support.usign import generate_keypair, parse_public_key
 
 DEFAULT_VERSION = "23.05.4"
@@ -143,12 +168,37 @@ info manifest image clean:
 """
 
 
-def _repositories_conf(version: str, target: str, arch: str, upstream_url: str) -> str:
-    base = f"{upstream_url.rstrip('/')}/{version_path(version)}"
-    lines = [f"src/gz openwrt_core {base}/targets/{target}/packages"]
-    lines += [
-        f"src/gz openwrt_{feed} {base}/packages/{arch}/{feed}"
-        for feed in ("base", "luci", "packages", "routing", "telephony")
+def feed_paths(
+    version: str, target: str, arch: str, shape: ReleaseShape | None = None
+) -> dict[str, str]:
+    """Feed name → URL path (no leading slash) in the order the real
+    ``FeedSourcesAppend*`` write them: core, base, [kmods,] luci, packages, …"""
+    base = version_path(version)
+    paths = {"core": f"{base}/targets/{target}/packages"}
+    for feed in FEEDS:
+        paths[feed] = f"{base}/packages/{arch}/{feed}"
+        if feed == "base" and shape is not None and shape.kmods_feed:
+            paths["kmods"] = f"{base}/targets/{target}/kmods/{shape.kmods_dir}"
+    return paths
+
+
+def _apk_repositories(
+    version: str, target: str, arch: str, upstream_url: str, shape: ReleaseShape
+) -> str:
+    root = upstream_url.rstrip("/")
+    return "".join(
+        f"{root}/{path}/packages.adb\n"
+        for path in feed_paths(version, target, arch, shape).values()
+    )
+
+
+def _repositories_conf(
+    version: str, target: str, arch: str, upstream_url: str, shape: ReleaseShape | None = None
+) -> str:
+    root = upstream_url.rstrip("/")
+    lines = [
+        f"src/gz openwrt_{feed} {root}/{path}"
+        for feed, path in feed_paths(version, target, arch, shape).items()
     ]
     lines += [
         "## This is the local package repository, do not remove!",
@@ -160,10 +210,11 @@ def _repositories_conf(version: str, target: str, arch: str, upstream_url: str) 
     return "\n".join(lines)
 
 
-def _dot_config(version: str, target: str, arch: str, revision: str) -> str:
+def _dot_config(version: str, target: str, arch: str, revision: str, apk: bool = False) -> str:
     board, _, sub = target.partition("/")
     return "\n".join(
         [
+            *(["CONFIG_USE_APK=y"] if apk else []),
             f"CONFIG_TARGET_{board}=y",
             f"CONFIG_TARGET_{board}_{sub}=y",
             f'CONFIG_TARGET_BOARD="{board}"',
@@ -260,6 +311,10 @@ def make_imagebuilder(
     keys: Iterable[str] = (),
     upstream_url: str = UPSTREAM_URL,
     xz_preset: int = 0,
+    shape: ReleaseShape | None = None,
+    records: Iterable[PackageRecord] | None = None,
+    apk_key: ApkKey | None = None,
+    apk_keys: Iterable[ApkKey] = (),
 ) -> Path:
     """Build a test ImageBuilder archive in ``dest_dir`` and return its path.
 
@@ -274,6 +329,12 @@ def make_imagebuilder(
     written ("is too big" warning, exit 0). The environment variable
     ``ASU_TEST_IB_MAX_IMAGE_SIZE`` overrides the limit at build time.
     ``keys`` are usign public key texts to add to ``keys/``.
+
+    With an apk ``shape`` the ImageBuilder is apk-shaped (see the module
+    docstring): ``records`` are the packages of its bundled
+    ``packages/packages.adb`` (signed with ``apk_key``, default: a key of
+    the release), ``apk_keys`` further keys for ``keys/``. With a kmods
+    ``shape`` ``repositories.conf`` lists the kmods feed.
     """
     if profiles is None:
         document = load_profiles(version, target)
@@ -284,7 +345,8 @@ def make_imagebuilder(
         document["profiles"] = dict(profiles)
     arch = str(document.get("arch_packages", "mips_24kc"))
     revision = revision or str(document.get("version_code") or DEFAULT_REVISION)
-    if packages_stanzas is None:
+    apk = shape is not None and shape.apk
+    if packages_stanzas is None and not apk:
         packages_stanzas = opkg_packages(
             arch, 2000, revision=revision, required=required_packages(document)
         )
@@ -297,12 +359,31 @@ def make_imagebuilder(
         "cpu_arch": cpu_arch(arch),
         "max_image_size": max_image_size,
         "bytes_per_package": bytes_per_package,
+        "package_manager": "apk" if apk else "opkg",
     }
-    release_key = generate_keypair(f"openwrt-{version}-release".encode())[1]
     key_files: dict[str, str] = {}
-    for text in (release_key, *keys):
-        keynum, _ = parse_public_key(text)
-        key_files[keynum] = text
+    if apk:
+        signer = apk_key or generate_apk_key(f"openwrt-{version}-release".encode())
+        for key in (signer, *apk_keys):
+            key_files[key.name] = key.public_pem
+        index = sign_apk_index(apk_index_document(records or ()), signer)
+        repositories = _apk_repositories(version, target, arch, upstream_url, shape)  # type: ignore[arg-type]
+        feed_members: list[tuple[str, str, Any]] = [
+            ("file", f"{top}/repositories", (repositories, 0o644)),
+            ("dir", f"{top}/packages", None),
+            ("file", f"{top}/packages/packages.adb", (json.dumps(index, indent=1) + "\n", 0o644)),
+        ]
+    else:
+        release_key = generate_keypair(f"openwrt-{version}-release".encode())[1]
+        for text in (release_key, *keys):
+            keynum, _ = parse_public_key(text)
+            key_files[keynum] = text
+        conf = _repositories_conf(version, target, arch, upstream_url, shape)
+        feed_members = [
+            ("file", f"{top}/repositories.conf", (conf, 0o644)),
+            ("dir", f"{top}/packages", None),
+            ("file", f"{top}/packages/Packages", (packages_stanzas or "", 0o644)),
+        ]
     tool = (Path(__file__).parent / "ib_tool.py").read_text(encoding="utf-8")
     members: list[tuple[str, str, Any]] = [
         ("dir", top, None),
@@ -311,22 +392,16 @@ def make_imagebuilder(
         ("file", f"{top}/scripts/ib_tool.py", (tool, 0o755)),
         ("file", f"{top}/.targetinfo.json", (json.dumps(settings, indent=2) + "\n", 0o644)),
         ("file", f"{top}/.profiles.json", (json.dumps(document, indent=2) + "\n", 0o644)),
-        ("file", f"{top}/.config", (_dot_config(version, target, arch, revision), 0o644)),
+        ("file", f"{top}/.config", (_dot_config(version, target, arch, revision, apk), 0o644)),
         ("dir", f"{top}/include", None),
         (
             "file",
             f"{top}/include/version.mk",
             (f"VERSION_NUMBER:={version}\nVERSION_CODE:={revision}\n", 0o644),
         ),
-        (
-            "file",
-            f"{top}/repositories.conf",
-            (_repositories_conf(version, target, arch, upstream_url), 0o644),
-        ),
         ("dir", f"{top}/keys", None),
         *[("file", f"{top}/keys/{k}", (v, 0o644)) for k, v in sorted(key_files.items())],
-        ("dir", f"{top}/packages", None),
-        ("file", f"{top}/packages/Packages", (packages_stanzas, 0o644)),
+        *feed_members,
     ]
     path = Path(dest_dir) / imagebuilder_filename(version, target, compression)
     mtime = int(document.get("source_date_epoch") or 1721081658)

@@ -19,11 +19,37 @@ Layout written for each (version, target), ``<v>`` = ``releases/23.05.4``::
     <v>/packages/<arch>/{base,luci,packages,routing,telephony}/Packages{,.gz,.sig}
     <v>/targets/<t>/<s>/openwrt-imagebuilder-<v>-<t>-<s>.Linux-x86_64.tar.xz
     <v>/targets/<t>/<s>/sha256sums, sha256sums.sig
+
+Release shapes. Each version is published in the shape of the real release
+line, chosen by :func:`release_shape` (``tests/support/packages.py``) from
+the version and overridable with ``build_mirror(shapes={version: shape})``:
+
+* 23.05.x (x < 6): the layout above, no ``linux_kernel``, ``.tar.xz``;
+* 24.10.x (and 23.05.6+): opkg; ``profiles.json`` has ``linux_kernel``
+  ``{version, release, vermagic}``; every ``kmod-*`` is only in
+  ``<v>/targets/<t>/<s>/kmods/<version>-<release>-<vermagic>/Packages{,.gz,.sig}``
+  (:attr:`TargetInfo.kmods_rel`); ImageBuilder ``.tar.zst`` whose
+  ``repositories.conf`` lists the kmods feed;
+* 25.12.x and SNAPSHOT: apk; every feed (core, kmods, arch feeds) is a
+  ``packages.adb`` (a STAND-IN, see ``packages.py``; signed with the
+  mirror's ECDSA key :attr:`MirrorInfo.apk_key`) with the real
+  ``index.json`` v2 beside it; ImageBuilder ``.tar.zst`` with a
+  ``repositories`` file and ``keys/*.pem``. SNAPSHOT lives under
+  ``snapshots/`` and its ImageBuilder name has no version.
+
+A version without real metadata in ``tests/fixtures/upstream`` gets a
+``profiles.json`` derived from the real 23.05.4 one of the same target
+(:func:`derive_profiles`: ``version_number``, ``version_code``, image names,
+the era's ``default_packages``, ``linux_kernel``), and its release folder
+gets ``.targets.json`` and ``.overview.json``. ``build_mirror(versions=…)``
+writes the mirror's ``.versions.json`` (which releases it holds and which is
+stable / oldstable / upcoming).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.utils
 import fnmatch
 import hashlib
@@ -48,6 +74,7 @@ from typing import Any
 
 from tests.support.imagebuilder import (
     UPSTREAM_FIXTURES,
+    feed_paths,
     imagebuilder_filename,
     load_profiles,
     make_imagebuilder,
@@ -55,18 +82,39 @@ from tests.support.imagebuilder import (
     version_path,
 )
 from tests.support.packages import (
-    CORE,
-    FEEDS,
+    KMODS,
+    ApkKey,
     PackageRecord,
+    ReleaseShape,
+    era_default_packages,
     format_packages,
+    generate_apk_key,
     package_records,
+    release_shape,
     split_feeds,
+    write_apk_feed,
     write_apk_index,
     write_packages,
 )
 from tests.support.usign import SecretKey, generate_keypair, sign
 
 DEFAULT_TARGETS: tuple[tuple[str, str], ...] = (("23.05.4", "ath79/generic"),)
+
+MODERN_TARGETS: tuple[tuple[str, str], ...] = (
+    ("23.05.4", "ath79/generic"),
+    ("24.10.0", "ath79/generic"),
+    ("25.12.0", "ath79/generic"),
+    ("SNAPSHOT", "ath79/generic"),
+)
+"""What the ``modern_mirror`` fixture publishes."""
+
+MODERN_VERSIONS: dict[str, Any] = {
+    "stable": "25.12.0",
+    "oldstable": "24.10.0",
+    "upcoming": "",
+    "versions": ("25.12.0", "24.10.0", "23.05.4"),
+}
+"""The ``.versions.json`` of the ``modern_mirror`` fixture (:func:`write_versions` arguments)."""
 
 
 def sha256_file(path: Path) -> str:
@@ -96,6 +144,24 @@ class TargetInfo:
     archive_sha256: str | None = None
     packages: list[PackageRecord] = field(default_factory=list)
     """Every package the target's feeds publish (core + arch feeds); the IB resolves them."""
+    shape: ReleaseShape | None = None
+    """How the release is published (``release_shape(version)`` unless overridden)."""
+
+    @property
+    def kmods_rel(self) -> str | None:
+        """URL path of the kmods feed (``…/kmods/<version>-<release>-<vermagic>``),
+        None for a release without one."""
+        return self.feed_rels.get(KMODS)
+
+    @property
+    def kmods_version(self) -> str | None:
+        """``<version>-<release>-<vermagic>`` of the kmods feed (its folder name)."""
+        return self.shape.kmods_dir if self.shape and self.shape.kmods_feed else None
+
+    @property
+    def index_name(self) -> str:
+        """The index file of every feed: ``packages.adb`` (apk) or ``Packages`` (opkg)."""
+        return "packages.adb" if self.shape is not None and self.shape.apk else "Packages"
 
     @property
     def rel(self) -> str:
@@ -113,11 +179,9 @@ class TargetInfo:
 
     @property
     def feed_rels(self) -> dict[str, str]:
-        """URL paths (no leading slash) of the feeds: ``core`` and :data:`FEEDS`."""
-        base = version_path(self.version)
-        rels = {CORE: f"{self.rel}/packages"}
-        rels.update({feed: f"{base}/packages/{self.arch}/{feed}" for feed in FEEDS})
-        return rels
+        """URL paths (no leading slash) of the feeds: ``core``, :data:`FEEDS`
+        and, where the release has one, ``kmods``."""
+        return feed_paths(self.version, self.target, self.arch, self.shape)
 
 
 @dataclass
@@ -131,6 +195,14 @@ class MirrorInfo:
     secret_key: SecretKey | None
     public_key: str | None
     targets: dict[tuple[str, str], TargetInfo] = field(default_factory=dict)
+    apk_key: ApkKey | None = None
+    """The ECDSA key signing the apk feeds (its public PEM is in the apk ImageBuilders)."""
+    shapes: dict[str, ReleaseShape] = field(default_factory=dict)
+    """Shape overrides by version (see :func:`release_shape`)."""
+
+    def shape(self, version: str) -> ReleaseShape:
+        """The shape the mirror publishes ``version`` in."""
+        return self.shapes.get(version) or release_shape(version)
 
     @property
     def keynum(self) -> str | None:
@@ -193,7 +265,9 @@ def write_sha256sums(info: MirrorInfo, target: TargetInfo) -> Path:
     ):
         entries[name] = _fake_sha(f"{v}/{board}/{name}")
     fixture_profiles = UPSTREAM_FIXTURES / target.rel / "profiles.json"
-    if fixture_profiles.is_file():
+    if (target.dir / "profiles.json").is_file():
+        entries["profiles.json"] = sha256_file(target.dir / "profiles.json")
+    elif fixture_profiles.is_file():
         entries["profiles.json"] = sha256_file(fixture_profiles)
     if target.archive_path is not None and target.archive_sha256 is not None:
         entries[target.archive_path.name] = target.archive_sha256
@@ -203,9 +277,96 @@ def write_sha256sums(info: MirrorInfo, target: TargetInfo) -> Path:
     return path
 
 
-def _write_feed(info: MirrorInfo, directory: Path, records: Iterable[PackageRecord]) -> None:
+def _write_feed(
+    info: MirrorInfo,
+    directory: Path,
+    records: Iterable[PackageRecord],
+    shape: ReleaseShape | None = None,
+    arch: str = "",
+) -> None:
+    if shape is not None and shape.apk:
+        write_apk_feed(directory, arch, list(records), info.apk_key)
+        return
     plain, _ = write_packages(directory, format_packages(records))
     _sign_file(info.secret_key, plain)
+
+
+def derive_profiles(version: str, target: str, shape: ReleaseShape) -> dict[str, Any]:
+    """A ``profiles.json`` for ``version`` derived from the real 23.05.4 one of ``target``.
+
+    ``version_number``, ``version_code``, image names and prefixes follow the
+    version (SNAPSHOT images are named ``openwrt-<t>-<s>-…``), the default
+    packages are the era's (:func:`era_default_packages`) and, where the
+    release has a kmods feed, ``linux_kernel`` is added. Image hashes are
+    derived from the new names.
+    """
+    document = load_profiles("23.05.4", target)
+    old_head = "openwrt-23.05.4-"
+    new_head = "openwrt-" if version.upper() == "SNAPSHOT" else f"openwrt-{version}-"
+    profiles: dict[str, Any] = {}
+    for pid, profile in document["profiles"].items():
+        entry = dict(profile)
+        entry["image_prefix"] = str(profile["image_prefix"]).replace(old_head, new_head, 1)
+        images = []
+        for image in profile.get("images", []):
+            renamed = dict(image)
+            renamed["name"] = str(image["name"]).replace(old_head, new_head, 1)
+            renamed["sha256"] = _fake_sha(f"{version}/{renamed['name']}")
+            renamed["sha256_unsigned"] = (
+                renamed["sha256"]
+                if image.get("sha256") == image.get("sha256_unsigned")
+                else _fake_sha(f"{version}/{renamed['name']}/unsigned")
+            )
+            images.append(renamed)
+        entry["images"] = images
+        profiles[pid] = entry
+    document["profiles"] = profiles
+    document["version_number"] = version
+    document["version_code"] = shape.revision
+    document["default_packages"] = era_default_packages(document["default_packages"], shape.era)
+    if shape.linux_kernel is not None:
+        document["linux_kernel"] = shape.linux_kernel
+    return document
+
+
+def _write_release_metadata(info: MirrorInfo, version: str) -> None:
+    """``.targets.json`` and ``.overview.json`` of a release the fixtures do not hold."""
+    if (UPSTREAM_FIXTURES / version_path(version) / ".targets.json").is_file():
+        return
+    built = [t for (v, _), t in info.targets.items() if v == version]
+    base = info.root / version_path(version)
+    targets = {t.target: t.arch for t in sorted(built, key=lambda t: t.target)}
+    (base / ".targets.json").write_text(json.dumps(targets, indent=2) + "\n")
+    overview = {
+        "release": version,
+        "profiles": [
+            {"id": pid, "target": t.target, "titles": profile.get("titles", [])}
+            for t in built
+            for pid, profile in t.profiles.get("profiles", {}).items()
+        ],
+    }
+    (base / ".overview.json").write_text(json.dumps(overview) + "\n")
+
+
+def write_versions(
+    info: MirrorInfo,
+    *,
+    stable: str,
+    oldstable: str = "",
+    upcoming: str = "",
+    versions: Sequence[str] = (),
+) -> Path:
+    """Write the mirror's ``.versions.json`` (overrides the fixture's)."""
+    listed = list(versions) or [v for v in (upcoming, stable, oldstable) if v]
+    document = {
+        "stable_version": stable,
+        "oldstable_version": oldstable,
+        "upcoming_version": upcoming,
+        "versions_list": listed,
+    }
+    path = info.root / ".versions.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
 
 
 def add_target(
@@ -215,7 +376,7 @@ def add_target(
     *,
     package_count: int = 9000,
     with_imagebuilder: bool = True,
-    compression: str = "xz",
+    compression: str | None = None,
     seed: int = 0,
     max_image_size: int = 65536,
     bytes_per_package: int = 256,
@@ -223,25 +384,49 @@ def add_target(
 ) -> TargetInfo:
     """Publish one (version, target): its feeds, ImageBuilder and ``sha256sums``.
 
-    The arch feeds are (re)written for the target's architecture; several
-    targets of one architecture share them (the same generated universe, which
-    covers the device packages of all of them).
+    The release's shape is ``info.shape(version)``; ``compression`` overrides
+    its archive compression. The arch feeds are (re)written for the target's
+    architecture; several targets of one architecture share them (the same
+    generated universe, which covers the device packages of all of them).
     """
-    document = dict(profiles) if profiles is not None else load_profiles(version, target)
+    shape = info.shape(version)
+    fixture = UPSTREAM_FIXTURES / version_path(version) / "targets" / target / "profiles.json"
+    target_dir = info.root / version_path(version) / "targets" / target
+    derived = False
+    if profiles is not None:
+        document = dict(profiles)
+    elif fixture.is_file() or info.roots[-1] != UPSTREAM_FIXTURES:
+        document = load_profiles(version, target, info.roots[-1])
+    else:
+        document = derive_profiles(version, target, shape)
+        derived = True
+    if shape.kmods_feed and "linux_kernel" not in document:
+        shape = dataclasses.replace(shape, kmods_feed=False)
     arch = str(document["arch_packages"])
-    revision = str(document.get("version_code") or "r24012-d8dd03c46f")
+    revision = str(document.get("version_code") or shape.revision)
+    shape = dataclasses.replace(shape, revision=revision)
     required = set(required_packages(document))
     for (other_version, _), other in info.targets.items():
         if other_version == version and other.arch == arch:
             required.update(required_packages(other.profiles))
-    records = package_records(arch, package_count, seed, revision=revision, required=required)
+    legacy = shape.era == "23.05" and not shape.kmods_feed
+    records = package_records(
+        arch,
+        package_count,
+        seed,
+        revision=revision,
+        required=required,
+        shape=None if legacy else shape,
+    )
     feeds = split_feeds(records)
-    base = info.root / version_path(version)
-    for feed in FEEDS:
-        _write_feed(info, base / "packages" / arch / feed, feeds[feed])
-    target_dir = base / "targets" / target
-    _write_feed(info, target_dir / "packages", feeds[CORE])
-    entry = TargetInfo(version, target, arch, revision, document, target_dir, packages=records)
+    entry = TargetInfo(
+        version, target, arch, revision, document, target_dir, packages=records, shape=shape
+    )
+    for feed, rel in entry.feed_rels.items():
+        _write_feed(info, info.root / rel, feeds.get(feed, []), shape, arch)
+    if derived:
+        target_dir.mkdir(parents=True, exist_ok=True)
+        (target_dir / "profiles.json").write_text(json.dumps(document, sort_keys=True) + "\n")
     for (other_version, _), other in info.targets.items():
         if other_version == version and other.arch == arch:
             other.packages = records
@@ -253,16 +438,21 @@ def add_target(
             target=target,
             revision=revision,
             profiles=document,
-            packages_stanzas=format_packages(records),
-            compression=compression,
+            packages_stanzas=None if shape.apk else format_packages(records),
+            compression=compression or shape.compression,
             max_image_size=max_image_size,
             bytes_per_package=bytes_per_package,
             keys=keys,
+            shape=shape,
+            records=records,
+            apk_key=info.apk_key,
         )
         entry.archive_path = archive
         entry.archive_sha256 = sha256_file(archive)
     info.targets[(version, target)] = entry
     write_sha256sums(info, entry)
+    if derived:
+        _write_release_metadata(info, version)
     return entry
 
 
@@ -272,19 +462,26 @@ def build_mirror(
     targets: Sequence[tuple[str, str]] = DEFAULT_TARGETS,
     package_count: int = 9000,
     with_imagebuilder: bool = True,
-    compression: str = "xz",
+    compression: str | None = None,
     sign: bool = True,
     seed: int = 0,
     max_image_size: int = 65536,
     bytes_per_package: int = 256,
     fixtures: Path | None = None,
+    shapes: Mapping[str, ReleaseShape] | None = None,
+    versions: Mapping[str, Any] | None = None,
 ) -> MirrorInfo:
     """Write a mirror for ``targets`` under ``tmp_path/overlay`` and describe it.
 
     ``package_count`` is the size of each architecture's package universe (the
     default gives a ``mips_24kc`` with thousands of packages, like the real
     one). ``sign`` makes a usign key pair, signs every ``Packages`` and
-    ``sha256sums`` and puts the public key into the ImageBuilder's ``keys/``.
+    ``sha256sums`` and puts the public key into the ImageBuilder's ``keys/``;
+    for apk releases it also makes the ECDSA key that signs every
+    ``packages.adb`` (PEM in the ImageBuilder's ``keys/``). ``compression``
+    overrides every release's archive compression (default: the shape's).
+    ``shapes`` overrides :func:`release_shape` per version; ``versions``
+    (keyword arguments of :func:`write_versions`) writes ``.versions.json``.
     """
     root = Path(tmp_path) / "overlay"
     root.mkdir(parents=True, exist_ok=True)
@@ -294,6 +491,8 @@ def build_mirror(
         roots=(root, fixtures or UPSTREAM_FIXTURES),
         secret_key=secret,
         public_key=public,
+        apk_key=generate_apk_key(b"asu-ci-test-mirror", "asu-ci-test-mirror.pem") if sign else None,
+        shapes=dict(shapes or {}),
     )
     for version, target in targets:
         add_target(
@@ -307,6 +506,8 @@ def build_mirror(
             max_image_size=max_image_size,
             bytes_per_package=bytes_per_package,
         )
+    if versions is not None:
+        write_versions(info, **versions)
     return info
 
 
@@ -710,6 +911,8 @@ def json_of(server: MirrorServer, path: str) -> Any:
 
 __all__ = [
     "DEFAULT_TARGETS",
+    "MODERN_TARGETS",
+    "MODERN_VERSIONS",
     "MirrorInfo",
     "MirrorServer",
     "RequestRecord",
@@ -717,11 +920,14 @@ __all__ = [
     "add_apk_index",
     "add_target",
     "build_mirror",
+    "derive_profiles",
     "imagebuilder_filename",
     "link_tree",
     "normalise_path",
     "publish_imagebuilder",
+    "release_shape",
     "serve",
     "sha256_file",
     "write_sha256sums",
+    "write_versions",
 ]

@@ -16,14 +16,41 @@ architecture: the well-known names every OpenWrt device has (``base-files``,
 ``libubus20230605``) plus generated ones, so that ``count`` can reach the
 thousands like a real ``mips_24kc`` feed. Every dependency of every package can
 be resolved inside the universe.
+
+Release eras (:class:`ReleaseShape`, chosen by :func:`release_shape` from the
+version, e.g. ``release_shape("24.10.0")``) change the universe the way the
+real releases differ:
+
+* ``23.05`` (23.05.0 … 23.05.5 and older): today's data, unchanged: opkg,
+  ``<kernel>-1`` kmod versions, kmods in the core feed, ``auc``,
+  ``luci-app-opkg``, ``opkg``, the ``*-wolfssl``/``*-mbedtls`` variants;
+* ``24.10`` (24.10.x, and 23.05.6+ which got the kmods feed): opkg with the
+  apk-compatible versions 24.10 introduced (``1.36.1-r2``,
+  ``2024.09.01~598d9fbb-r1``), ``kernel`` ``<k>~<vermagic>-r1``, every
+  ``kmod-*`` in the pseudo feed :data:`KMODS`
+  (``targets/<t>/<s>/kmods/<k>-<release>-<vermagic>/``), ``owut`` instead of
+  ``auc``, ``luci-app-package-manager`` instead of ``luci-app-opkg``,
+  ``luci-app-diag-core``;
+* ``25.12`` (25.12.x and SNAPSHOT): as 24.10, plus apk: ``apk-mbedtls`` /
+  ``apk-openssl`` (providing ``apk``) instead of ``opkg``. Names keep their
+  ABI suffix (``libustream-mbedtls20201210``, tag
+  ``openwrt:abiversion=20201210``), provides carry a version
+  (``libustream-mbedtls=<version>``) and default variants a
+  ``provider_priority`` (``nftables-json`` for ``nftables``), as OpenWrt's
+  ``include/package-pack.mk`` writes them. :func:`apk_index_document` gives
+  the ``packages.adb`` STAND-IN and :func:`apk_index_from_records` the real
+  ``index.json`` v2 (``scripts/make-index-json.py``: ABI suffix removed).
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import gzip
 import hashlib
 import json
 import random
+import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +61,10 @@ FEEDS: tuple[str, ...] = ("base", "luci", "packages", "routing", "telephony")
 
 CORE = "core"
 """Pseudo feed name of ``targets/<t>/<s>/packages`` (kernel and kmods)."""
+
+KMODS = "kmods"
+"""Pseudo feed name of ``targets/<t>/<s>/kmods/<version>-<release>-<vermagic>``
+(24.10 and later: every ``kmod-*``)."""
 
 KERNEL_VERSION = "5.15.162"
 """Linux version of the 23.05.4 kmods."""
@@ -966,10 +997,201 @@ _LANGS = (
 _LICENSES = ("GPL-2.0", "GPL-2.0-or-later", "MIT", "BSD-3-Clause", "Apache-2.0", "ISC", "LGPL-2.1")
 
 
-def kernel_package_version(revision: str = "r24012-d8dd03c46f") -> str:
+ERAS: tuple[str, ...] = ("23.05", "24.10", "25.12")
+"""The package-set eras :func:`release_shape` knows (see the module docstring)."""
+
+
+@dataclass(frozen=True)
+class ReleaseShape:
+    """How the download server publishes one release (see :func:`release_shape`)."""
+
+    version: str
+    era: str
+    """``23.05``, ``24.10`` or ``25.12``: which package set and version style."""
+    package_manager: str
+    """``opkg`` or ``apk``."""
+    kmods_feed: bool
+    """kmods in ``targets/<t>/<s>/kmods/…`` and ``linux_kernel`` in profiles.json."""
+    compression: str
+    """ImageBuilder archive: ``xz`` or ``zst``."""
+    kernel: str
+    """Linux version of the kmods (``linux_kernel.version``)."""
+    revision: str
+    """``version_code`` of the release."""
+
+    @property
+    def apk(self) -> bool:
+        return self.package_manager == "apk"
+
+    @property
+    def vermagic(self) -> str:
+        """``linux_kernel.vermagic``: 32 hex digits derived from the revision."""
+        return hashlib.md5(self.revision.encode(), usedforsecurity=False).hexdigest()
+
+    @property
+    def kernel_release(self) -> str:
+        return "1"
+
+    @property
+    def kmods_dir(self) -> str:
+        """``<version>-<release>-<vermagic>``: the kmods feed folder name."""
+        return f"{self.kernel}-{self.kernel_release}-{self.vermagic}"
+
+    @property
+    def linux_kernel(self) -> dict[str, str] | None:
+        """The ``linux_kernel`` object of profiles.json (None before the kmods feed)."""
+        if not self.kmods_feed:
+            return None
+        return {"release": self.kernel_release, "vermagic": self.vermagic, "version": self.kernel}
+
+
+_ERA_KERNEL = {"23.05": KERNEL_VERSION, "24.10": "6.6.73", "25.12": "6.12.57"}
+_KNOWN_REVISIONS = {
+    "23.05.4": "r24012-d8dd03c46f",
+    "24.10.0": "r28427-6df0e3d02a",
+}
+
+
+def _version_key(version: str) -> tuple[int, int, int] | None:
+    parts = version.split("-")[0].split(".")
+    try:
+        numbers = [int(p) for p in parts[:3]]
+    except ValueError:
+        return None
+    while len(numbers) < 3:
+        numbers.append(0)
+    return numbers[0], numbers[1], numbers[2]
+
+
+def release_shape(version: str, **overrides: object) -> ReleaseShape:
+    """The shape of ``version`` on the download server; ``overrides`` replace fields.
+
+    SNAPSHOT and 25.12+ are apk (``.tar.zst``, kmods feed, 6.12 kernel); 24.10
+    (and 23.05.6+, which got the kmods feed and ``linux_kernel``) opkg with the
+    kmods feed; everything older opkg with kmods in the core feed and ``.tar.xz``.
+    Unknown point releases get a generated, stable ``r<N>-<hash>`` revision.
+    """
+    key = _version_key(version)
+    if version.upper() == "SNAPSHOT" or key is None or key[:2] >= (25, 12):
+        era, manager, kmods, compression = "25.12", "apk", True, "zst"
+    elif key[:2] >= (24, 10):
+        era, manager, kmods, compression = "24.10", "opkg", True, "zst"
+    else:
+        era, manager, kmods, compression = "23.05", "opkg", key >= (23, 5, 6), "xz"
+    kernel = _ERA_KERNEL[era] if era != "23.05" or not kmods else "5.15.167"
+    if version.upper() == "SNAPSHOT":
+        kernel = "6.12.60"
+    revision = _KNOWN_REVISIONS.get(version)
+    if revision is None:
+        seed = int(hashlib.sha256(version.encode()).hexdigest()[:6], 16)
+        base = {"23.05": 24000, "24.10": 28400, "25.12": 32300}[era]
+        if version.upper() == "SNAPSHOT":
+            base = 33000
+        digest = hashlib.sha1(version.encode(), usedforsecurity=False).hexdigest()[:10]
+        revision = f"r{base + seed % 900}-{digest}"
+    shape = ReleaseShape(version, era, manager, kmods, compression, kernel, revision)
+    if overrides:
+        shape = dataclasses.replace(shape, **overrides)  # type: ignore[arg-type]
+    return shape
+
+
+def apk_version(version: str) -> str:
+    """An opkg-era version in the style 24.10+ use (``2.90-2`` → ``2.90-r2``,
+    ``2023-09-01-598d9fbb-1`` → ``2023.09.01~598d9fbb-r1``,
+    ``git-24.073.29889-cd7e519`` → ``24.073.29889~cd7e519``)."""
+    dated = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})-([0-9a-f]+)-(\d+)", version)
+    if dated:
+        year, month, day, commit, release = dated.groups()
+        return f"{year}.{month}.{day}~{commit}-r{release}"
+    git = re.fullmatch(r"git-(\d+\.\d+\.\d+)-([0-9a-f]+)", version)
+    if git:
+        return f"{git.group(1)}~{git.group(2)}"
+    upstream, sep, release = version.rpartition("-")
+    if sep and release.isdigit():
+        return f"{upstream}-r{release}"
+    return version
+
+
+# Renames across releases (asu's package_changes.py and the branch-off
+# revisions in issue 10): name in 23.05 -> name from this era on.
+_ERA_DROPS: dict[str, frozenset[str]] = {
+    "23.05": frozenset(),
+    "24.10": frozenset({"auc", "luci-app-opkg"}),
+    "25.12": frozenset({"auc", "luci-app-opkg", "opkg"}),
+}
+
+
+def _era_adds(era: str) -> tuple[_Known, ...]:
+    if era == "23.05":
+        return ()
+    adds = [
+        _k(
+            "owut",
+            "2025-01-05-ba4bcbe5-1",
+            "packages",
+            "utils",
+            "ucode, ucode-mod-fs, ucode-mod-ubus, ucode-mod-uci, ucode-mod-uclient, "
+            "attendedsysupgrade-common, rpcd-mod-file",
+            arch_all=True,
+            source="feeds/packages/utils/owut",
+            description="Over-The-Air upgrade tool (attended sysupgrade client).",
+        ),
+        _k("ucode-mod-uclient", "2024-07-22-5507654a-1", "base", "utils", "libc, libucode20230711"),
+        _luci("luci-app-package-manager", "luci-base"),
+        _luci("luci-app-diag-core", "luci-base"),
+        _k("tc-tiny", "6.11.0-1", "base", "net", "libc, libnl-tiny1"),
+        _k("tc-full", "6.11.0-1", "base", "net", "libc, libnl-tiny1, libbpf1"),
+    ]
+    if era == "25.12":
+        adds += [
+            _k(
+                "apk-mbedtls",
+                "2025-01-02-d1ad1e85-1",
+                "base",
+                "base",
+                "libc, libmbedtls12, zlib",
+                provides="apk",
+                conflicts="apk-openssl",
+                source="package/system/apk",
+                description="Alpine Package Keeper (mbedtls).",
+            ),
+            _k(
+                "apk-openssl",
+                "2025-01-02-d1ad1e85-1",
+                "base",
+                "base",
+                "libc, libopenssl3, zlib",
+                provides="apk",
+                conflicts="apk-mbedtls",
+                source="package/system/apk",
+                description="Alpine Package Keeper (openssl).",
+            ),
+        ]
+    return tuple(adds)
+
+
+def era_default_packages(defaults: Iterable[str], era: str) -> list[str]:
+    """A 23.05 ``default_packages`` list as the era has it (``opkg`` → ``apk-mbedtls``)."""
+    result = [("apk-mbedtls" if name == "opkg" and era == "25.12" else name) for name in defaults]
+    return sorted(set(result))
+
+
+_PRIORITY = {"nftables-json": 100, "apk-mbedtls": 100, "libustream-mbedtls20201210": 100}
+"""``provider_priority`` of the default variants (apk resolves a provided name by it)."""
+
+_FILE_CLASHES = {"tc-tiny": "usr/sbin/tc", "tc-full": "usr/sbin/tc"}
+"""Files two packages ship without declaring a conflict ("trying to overwrite")."""
+
+
+def kernel_package_version(
+    revision: str = "r24012-d8dd03c46f", shape: ReleaseShape | None = None
+) -> str:
     """The version of the ``kernel`` package (kmods depend on it with ``=``)."""
+    if shape is not None and shape.era != "23.05":
+        return f"{shape.kernel}~{shape.vermagic}-r1"
     vermagic = hashlib.md5(revision.encode(), usedforsecurity=False).hexdigest()
-    return f"{KERNEL_VERSION}-1-{vermagic}"
+    kernel = shape.kernel if shape is not None else KERNEL_VERSION
+    return f"{kernel}-1-{vermagic}"
 
 
 def _arch_seed(arch: str, seed: int) -> int:
@@ -1045,8 +1267,12 @@ def package_records(
     *,
     revision: str = "r24012-d8dd03c46f",
     required: Iterable[str] = (),
+    shape: ReleaseShape | None = None,
 ) -> list[PackageRecord]:
     """Return a deterministic package universe for ``arch``.
+
+    ``shape`` (default: 23.05, exactly as before) selects the era's package
+    set, version style, kernel and feeds (see the module docstring).
 
     The result holds every well-known package, a stub for each name in
     ``required`` that is not otherwise present (e.g. the device packages of
@@ -1055,7 +1281,9 @@ def package_records(
     the known ones). The same arguments always give the same list.
     """
     rng = random.Random(_arch_seed(arch, seed))
-    kernel_version = kernel_package_version(revision)
+    era = shape.era if shape is not None else "23.05"
+    kernel_version = kernel_package_version(revision, shape)
+    kmod_version = f"{shape.kernel if shape else KERNEL_VERSION}-1"
     records: dict[str, PackageRecord] = {}
     provided: set[str] = set()
 
@@ -1063,8 +1291,13 @@ def package_records(
         records[record.name] = record
         provided.update(record.provides)
 
-    for known in KNOWN:
+    known_set = [k for k in KNOWN if k.name not in _ERA_DROPS[era]] + list(_era_adds(era))
+    if era != "23.05":
+        known_set = [_era_known(k, era) for k in known_set]
+    for known in known_set:
         version = known.version.replace("@KERNEL@", kernel_version).replace("@REVISION@", revision)
+        if known.feed == CORE and known.name.startswith("kmod-"):
+            version = kmod_version
         known_depends = [d.replace("@KERNEL@", kernel_version) for d in known.depends]
         add(
             _record(
@@ -1093,7 +1326,7 @@ def package_records(
             feed, section, deps = CORE, "kernel", ["libc", f"kernel (={kernel_version})"]
         else:
             feed, section, deps = "base", "utils", ["libc"]
-        version = f"{KERNEL_VERSION}-1" if feed == CORE else _version(rng, feed)
+        version = kmod_version if feed == CORE else _version(rng, feed)
         add(
             _record(
                 rng,
@@ -1137,7 +1370,7 @@ def package_records(
             name = f"{family.prefix}{_word(rng)}"
         if name in records or name in provided:
             continue
-        version = f"{KERNEL_VERSION}-1" if family.feed == CORE else _version(rng, family.feed)
+        version = kmod_version if family.feed == CORE else _version(rng, family.feed)
         if family.base == "kernel":
             depends.append(f"kernel (={kernel_version})")
             if rng.random() < 0.3:
@@ -1173,7 +1406,50 @@ def package_records(
             luci_apps.append(name)
         elif name.startswith("kmod-"):
             kmods.append(name)
-    return sorted(records.values(), key=lambda r: r.name)
+    result = sorted(records.values(), key=lambda r: r.name)
+    if shape is None or (era == "23.05" and not shape.kmods_feed):
+        return result
+    return [_shape_record(r, shape) for r in result]
+
+
+def _era_known(known: _Known, era: str) -> _Known:
+    """A 23.05 well-known package as a later era has it."""
+    depends = tuple(
+        "luci-app-package-manager" if d == "luci-app-opkg" else d for d in known.depends
+    )
+    if era == "25.12":
+        depends = tuple("apk-mbedtls" if d == "opkg" else d for d in depends)
+    return dataclasses.replace(known, depends=depends)
+
+
+_DEP_TEXT = re.compile(r"^\s*([^\s(]+)\s*(?:\(\s*(<<|<=|>=|>>|=|<|>)\s*([^)\s]+)\s*\))?\s*$")
+
+
+def _shape_dep(text: str, shape: ReleaseShape) -> str:
+    match = _DEP_TEXT.match(text)
+    if not match:
+        return text
+    name, op, version = match.groups()
+    if op is None or version is None:
+        return name
+    if shape.era != "23.05" and not version.startswith(shape.kernel + "~"):
+        version = apk_version(version)
+    return f"{name} ({op} {version})"
+
+
+def _shape_record(record: PackageRecord, shape: ReleaseShape) -> PackageRecord:
+    """Move kmods to the kmods feed and restyle versions for ``shape``."""
+    feed = record.feed
+    if shape.kmods_feed and feed == CORE and record.name.startswith("kmod-"):
+        feed = KMODS
+    version = record.version
+    if shape.era != "23.05":
+        if record.name == "base-files":
+            version = f"1647~{shape.revision.rsplit('-', 1)[-1]}"
+        elif record.name != "kernel":
+            version = apk_version(version)
+    depends = tuple(_shape_dep(d, shape) for d in record.depends)
+    return dataclasses.replace(record, feed=feed, version=version, depends=depends)
 
 
 def format_packages(records: Iterable[PackageRecord]) -> str:
@@ -1199,10 +1475,11 @@ def opkg_packages(
 
 
 def split_feeds(records: Iterable[PackageRecord]) -> dict[str, list[PackageRecord]]:
-    """Group records by feed (``core`` plus :data:`FEEDS`); every feed key is present."""
+    """Group records by feed (``core`` plus :data:`FEEDS`, always present, and
+    :data:`KMODS` when a record is in it)."""
     feeds: dict[str, list[PackageRecord]] = {CORE: [], **{feed: [] for feed in FEEDS}}
     for record in records:
-        feeds[record.feed].append(record)
+        feeds.setdefault(record.feed, []).append(record)
     return feeds
 
 
@@ -1248,8 +1525,155 @@ def apk_index_json(arch: str, packages: Mapping[str, str]) -> dict[str, object]:
 
 
 def apk_index_from_records(arch: str, records: Iterable[PackageRecord]) -> dict[str, object]:
-    """An apk ``index.json`` document listing ``records`` (ABI suffixes kept)."""
-    return apk_index_json(arch, {r.name: r.version for r in records})
+    """The real ``index.json`` v2 of a feed: ``make-index-json.py -f apk`` output,
+    i.e. every package name with its ABI suffix removed, mapped to its version.
+    Provided names are not listed."""
+    return apk_index_json(arch, {r.stripped_name: r.version for r in records})
+
+
+APK_INDEX_STAND_IN = "asu-ci test stand-in for apk-tools packages.adb"
+"""The ``format`` of the ``packages.adb`` STAND-IN (see :func:`apk_index_document`)."""
+
+
+def apk_dependency(text: str) -> str:
+    """An opkg ``Depends`` entry in apk's form: ``foo (>= 1.2)`` → ``foo>=1.2``."""
+    match = _DEP_TEXT.match(text)
+    if not match:
+        return text.strip()
+    name, op, version = match.groups()
+    if op is None:
+        return name
+    return f"{name}{ {'<<': '<', '>>': '>'}.get(op, op) }{version}"
+
+
+def apk_package(record: PackageRecord) -> dict[str, object]:
+    """One package of the stand-in index, with the fields of ``apk adbdump``'s
+    JSON that resolution needs (``name``, ``version``, ``arch``, ``depends``
+    with ``!name`` for conflicts, versioned ``provides``, ``provider_priority``,
+    ``tags`` with ``openwrt:abiversion=``, sizes) plus the ``files`` it installs."""
+    provides = [f"{name}={record.version}" for name in record.provides]
+    if record.abi_version and record.stripped_name not in record.provides:
+        provides.insert(0, f"{record.stripped_name}={record.version}")
+    package: dict[str, object] = {
+        "name": record.name,
+        "version": record.version,
+        "arch": "noarch" if record.architecture == ARCH_ALL else record.architecture,
+        "license": record.license,
+        "origin": record.source_name or record.stripped_name,
+        "installed-size": record.installed_size,
+        "file-size": record.size,
+        "depends": [apk_dependency(d) for d in record.depends]
+        + [f"!{name}" for name in record.conflicts],
+        "provides": provides,
+        "tags": [f"openwrt:abiversion={record.abi_version}"] if record.abi_version else [],
+        "files": [_FILE_CLASHES.get(record.name, f"usr/share/asu-ci-test/{record.name}")],
+    }
+    if record.name in _PRIORITY:
+        package["provider-priority"] = _PRIORITY[record.name]
+    return package
+
+
+def apk_index_document(
+    records: Iterable[PackageRecord], description: str = ""
+) -> dict[str, object]:
+    """The unsigned ``packages.adb`` STAND-IN document of a feed.
+
+    The real file is apk-tools' binary, signed ADB; nothing in asu-ci reads
+    it (the product reads ``index.json``), only the test ImageBuilder does. The
+    stand-in is JSON shaped like ``apk adbdump --format json packages.adb``
+    (``{"packages": [...]}``, which ``make-index-json.py -f apk`` also
+    accepts) with a ``format`` marker; :func:`sign_apk_index` adds the
+    signature block."""
+    return {
+        "format": APK_INDEX_STAND_IN,
+        "description": description,
+        "packages": [apk_package(r) for r in sorted(records, key=lambda r: r.name)],
+    }
+
+
+def apk_signed_payload(document: Mapping[str, object]) -> bytes:
+    """The bytes a stand-in index signature covers: its ``packages``, canonical JSON."""
+    return json.dumps(document.get("packages", []), sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class ApkKey:
+    """An ECDSA P-256 key pair like OpenWrt's apk signing keys (PEM files)."""
+
+    private_pem: bytes
+    public_pem: str
+    name: str
+    """File name in ``keys/`` (``<name>.pem``)."""
+
+    @property
+    def key_id(self) -> str:
+        """Hex of the first 16 bytes of SHA-512 over the public key's DER, as an
+        ADB signature names its key."""
+        from cryptography.hazmat.primitives import serialization
+
+        public = serialization.load_pem_public_key(self.public_pem.encode())
+        der = public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return hashlib.sha512(der).digest()[:16].hex()
+
+
+def generate_apk_key(seed: bytes, name: str = "") -> ApkKey:
+    """A deterministic P-256 key pair for ``seed`` (test keys only)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+    scalar = int.from_bytes(hashlib.sha256(b"asu-ci-apk-key:" + seed).digest()) % (order - 1) + 1
+    private = ec.derive_private_key(scalar, ec.SECP256R1())
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return ApkKey(private_pem, public_pem, name or f"asu-ci-test-{seed.hex()[:12]}.pem")
+
+
+def sign_apk_index(document: Mapping[str, object], key: ApkKey) -> dict[str, object]:
+    """``document`` with a ``signature`` block: ECDSA P-256 / SHA-256 over
+    :func:`apk_signed_payload`, naming the key by :attr:`ApkKey.key_id`."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = serialization.load_pem_private_key(key.private_pem, password=None)
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    signature = private.sign(apk_signed_payload(document), ec.ECDSA(hashes.SHA256()))
+    signed = dict(document)
+    signed["signature"] = {
+        "algorithm": "ecdsa-p256-sha256",
+        "key_id": key.key_id,
+        "value": base64.b64encode(signature).decode(),
+    }
+    return signed
+
+
+def write_apk_feed(
+    directory: Path,
+    arch: str,
+    records: Sequence[PackageRecord],
+    key: ApkKey | None,
+) -> tuple[Path, Path]:
+    """Write a feed the apk way: ``packages.adb`` (stand-in, signed with ``key``)
+    and ``index.json`` v2 beside it; return both paths."""
+    document = apk_index_document(records)
+    if key is not None:
+        document = sign_apk_index(document, key)
+    adb = write_text(directory / "packages.adb", json.dumps(document, indent=1) + "\n")
+    index = write_text(
+        directory / "index.json",
+        json.dumps(apk_index_from_records(arch, records), indent=2) + "\n",
+    )
+    return adb, index
 
 
 def write_text(path: Path, text: str) -> Path:
