@@ -78,7 +78,7 @@ from asu_ci.upstream.source import Fetched, Upstream, check_relpath
 log = logging.getLogger(__name__)
 
 #: Bump when the rendered files change for the same inputs.
-FORMAT = 2
+FORMAT = 3
 STATE_FILE = "render-state.json"
 #: Fetching is I/O bound: a few threads keep the connection busy on two cores.
 POOL_SIZE = 8
@@ -86,17 +86,6 @@ POOL_SIZE = 8
 ProgressFn = Callable[[int, int, str], None]
 #: The sidecar beside each package index naming ABI-suffixed and provided names.
 NAMES = "names"
-#: The fields of a branch in overview.json (branches.json adds git_branch, branch_off_rev).
-_OVERVIEW_BRANCH = (
-    "name",
-    "enabled",
-    "snapshot",
-    "path",
-    "path_packages",
-    "versions",
-    "targets",
-    "package_changes",
-)
 
 
 @dataclass(frozen=True)
@@ -612,22 +601,42 @@ def _valid_record(record: Any) -> bool:
 def _device_files(doc: dict[str, Any], folder: str) -> dict[str, bytes]:
     """One file per profile id and per board name (commas as ``_``).
 
-    A board name never replaces a profile id; when two profiles claim one board
-    name, the first id in sorted order keeps it. Names that are not plain
-    (and ``index``, which is the target's package index) get no file.
+    A board name never replaces a profile id. Some board names are claimed by
+    two profiles (37 in 23.05.4: a device and its ``-legacy`` variant, two
+    boards of one reference design); the one that gets the name is, in order:
+
+    1. the profile that lists it earliest in its own ``supported_devices`` (the
+       first entry is the board name the device itself reports);
+    2. the profile whose id names the board: ends in ``_<name>``
+       (``buffalo_wzr-hp-g450h`` for ``wzr-hp-g450h``, not ``buffalo_bhr-4grv``),
+       else names a version of it, ``_<name>-…`` (``tplink_tl-wdr4300-v1`` for
+       ``tl-wdr4300``, not ``mercury_mw4530r-v1``);
+    3. the first id in sorted order.
+
+    Names that are not plain (and ``index`` and ``names``, the target's
+    package files) get no file.
     """
     common = {k: v for k, v in doc.items() if k != "profiles"}
     profiles: dict[str, dict[str, Any]] = doc["profiles"]
     ids = sorted(pid for pid in profiles if _file_name_ok(pid))
-    owner = {pid: pid for pid in ids}
+    claims: dict[str, list[tuple[int, bool, str]]] = {}
     for pid in ids:
         devices = profiles[pid].get("supported_devices")
-        for device in devices if isinstance(devices, list) else []:
+        for position, device in enumerate(devices if isinstance(devices, list) else []):
             alias = str(device).replace(",", "_")
-            if _file_name_ok(alias):
-                owner.setdefault(alias, pid)
+            if _file_name_ok(alias) and alias not in profiles:
+                claims.setdefault(alias, []).append((position, _names(pid, alias), pid))
+    owner = {pid: pid for pid in ids}
+    owner.update({alias: min(ranked)[2] for alias, ranked in claims.items()})
     bodies = {pid: dumps({**common, **profiles[pid], "id": pid}) for pid in ids}
     return {f"{folder}/{name}.json": bodies[pid] for name, pid in owner.items()}
+
+
+def _names(pid: str, board: str) -> int:
+    """How closely a profile id names a board: 0 exactly, 1 a version of it, 2 not."""
+    if pid.endswith(f"_{board}"):
+        return 0
+    return 1 if f"_{board}-" in pid else 2
 
 
 def _file_name_ok(name: str) -> bool:
