@@ -291,6 +291,12 @@ def _write_feed(
     _sign_file(info.secret_key, plain)
 
 
+_LATER_DEVICE_PACKAGES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("ath79/generic", "tplink_archer-c6-v2"): ("ipq-wifi-tplink_archer-c6-v2",),
+}
+"""Device packages a profile gained in 24.10 (asu's package_changes.py)."""
+
+
 def derive_profiles(version: str, target: str, shape: ReleaseShape) -> dict[str, Any]:
     """A ``profiles.json`` for ``version`` derived from the real 23.05.4 one of ``target``.
 
@@ -320,6 +326,10 @@ def derive_profiles(version: str, target: str, shape: ReleaseShape) -> dict[str,
             images.append(renamed)
         entry["images"] = images
         profiles[pid] = entry
+    if shape.era != "23.05":
+        for (where, pid), extra in _LATER_DEVICE_PACKAGES.items():
+            if where == target and pid in profiles:
+                profiles[pid]["device_packages"] = [*profiles[pid]["device_packages"], *extra]
     document["profiles"] = profiles
     document["version_number"] = version
     document["version_code"] = shape.revision

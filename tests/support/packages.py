@@ -1176,6 +1176,54 @@ def era_default_packages(defaults: Iterable[str], era: str) -> list[str]:
     return sorted(set(result))
 
 
+def _era_extras(era: str) -> tuple[_Known, ...]:
+    """Packages upgrade flows across releases need, generated with their own
+    random stream so that the rest of a 23.05 universe stays as it was: the
+    TLS variants (``*-wolfssl`` / ``*-mbedtls``), ``kmod-nft-nat6``, the
+    ``luci-i18n-opkg-*`` → ``luci-i18n-package-manager-*`` language packs and,
+    from 24.10, ``ipq-wifi-tplink_archer-c6-v2`` (asu's package_changes.py)."""
+    tls = (
+        _kmod("kmod-nft-nat6", "kmod-nft-nat"),
+        _k(
+            "libustream-wolfssl20201210",
+            "2023-02-25-498f6e26-1",
+            "base",
+            "libs",
+            f"libc, {_UBOX}, libwolfssl5.7.2.e624513f",
+            provides="libustream-wolfssl, libustream-ssl",
+            abi="20201210",
+            license="ISC",
+        ),
+        _k("px5g-mbedtls", "10", "base", "utils", "libc, libmbedtls12", conflicts="px5g-wolfssl"),
+        _k(
+            "px5g-wolfssl",
+            "9",
+            "base",
+            "utils",
+            "libc, libwolfssl5.7.2.e624513f",
+            conflicts="px5g-mbedtls",
+        ),
+    )
+    if era == "23.05":
+        app = "luci-app-opkg"
+        return (*tls, *(_luci(f"luci-i18n-opkg-{lang}", app) for lang in ("de", "fr")))
+    app = "luci-app-package-manager"
+    return (
+        *tls,
+        *(_luci(f"luci-i18n-package-manager-{lang}", app) for lang in ("de", "fr")),
+        _k(
+            "ipq-wifi-tplink_archer-c6-v2",
+            "2024-09-20-6c8e8ef2-1",
+            CORE,
+            "firmware",
+            "",
+            source="package/firmware/ipq-wifi",
+            license="ISC",
+            description="Board data file for TP-Link Archer C6 v2.",
+        ),
+    )
+
+
 _PRIORITY = {"nftables-json": 100, "apk-mbedtls": 100, "libustream-mbedtls20201210": 100}
 """``provider_priority`` of the default variants (apk resolves a provided name by it)."""
 
@@ -1308,6 +1356,29 @@ def package_records(
                 arch=arch,
                 section=known.section,
                 depends=known_depends,
+                provides=known.provides,
+                conflicts=known.conflicts,
+                abi=known.abi,
+                source=known.source,
+                license=known.license,
+                arch_all=known.arch_all,
+                description=known.description,
+            )
+        )
+
+    extra_rng = random.Random(_arch_seed(arch, seed) ^ 0x5EED)
+    for known in _era_extras(era):
+        if era != "23.05":
+            known = _era_known(known, era)
+        add(
+            _record(
+                extra_rng,
+                name=known.name,
+                version=kmod_version if known.name.startswith("kmod-") else known.version,
+                feed=known.feed,
+                arch=arch,
+                section=known.section,
+                depends=[d.replace("@KERNEL@", kernel_version) for d in known.depends],
                 provides=known.provides,
                 conflicts=known.conflicts,
                 abi=known.abi,
