@@ -330,15 +330,21 @@ def test_apk_conflict_message(apk_ib: Path, modern_mirror: MirrorServer) -> None
     )
 
 
-def test_apk_overwrite_message(apk_ib: Path) -> None:
-    result = make(apk_ib, "manifest", f"PROFILE={PROFILE}", "PACKAGES=tc-tiny tc-full")
+@pytest.mark.parametrize("command", ["manifest", "image"])
+def test_apk_overwrite_message(apk_ib: Path, tmp_path: Path, command: str) -> None:
+    result = make(
+        apk_ib, command, f"PROFILE={PROFILE}", "PACKAGES=tc-tiny tc-full", f"BIN_DIR={tmp_path}"
+    )
     assert result.returncode != 0
     assert re.search(
         r"^ERROR: tc-tiny-\S+: trying to overwrite usr/sbin/tc owned by tc-full-\S+\.$",
         result.stderr,
         re.MULTILINE,
     ), result.stderr
-    assert re.search(r"^1 error; \d+ MiB in \d+ packages$", result.stdout, re.MULTILINE)
+    # apk's summary goes to stdout, which `make manifest` sends to /dev/null
+    summary = re.search(r"^1 error; \d+ MiB in \d+ packages$", result.stdout, re.MULTILINE)
+    assert (summary is not None) == (command == "image")
+    assert not list(tmp_path.glob("*.bin"))
 
 
 def test_apk_image(apk_ib: Path, tmp_path: Path) -> None:
@@ -437,3 +443,56 @@ def test_modern_targets_all_have_imagebuilders(modern_mirror: MirrorServer) -> N
         assert entry.archive_rel is not None
         head = requests.head(modern_mirror.url_for(entry.archive_rel), timeout=10)
         assert head.status_code == 200 and int(head.headers["Content-Length"]) > 1000
+
+
+def test_upgrade_flow_packages_exist_in_each_era(modern_mirror: MirrorServer) -> None:
+    """What a 23.05 → 24.10 → 25.12 upgrade renames is there on each side."""
+    assert modern_mirror.info is not None
+    names = {
+        version: {p.name for p in modern_mirror.info.target(version, TARGET).packages}
+        for version in ("23.05.4", "24.10.0", "25.12.0")
+    }
+    tls = {
+        "libustream-wolfssl20201210",
+        "libustream-mbedtls20201210",
+        "px5g-wolfssl",
+        "px5g-mbedtls",
+        "wpad-basic-wolfssl",
+        "wpad-basic-mbedtls",
+        "kmod-nft-nat6",
+    }
+    for version in names:
+        assert tls <= names[version], version
+    assert {"auc", "luci-app-opkg", "luci-i18n-opkg-de", "opkg", "firewall4"} <= names["23.05.4"]
+    later = {
+        "owut",
+        "luci-app-package-manager",
+        "luci-i18n-package-manager-de",
+        "luci-app-diag-core",
+        "ipq-wifi-tplink_archer-c6-v2",
+    }
+    assert later <= names["24.10.0"] and later <= names["25.12.0"]
+    assert "opkg" in names["24.10.0"] and "apk-mbedtls" not in names["24.10.0"]
+    assert "apk-mbedtls" in names["25.12.0"] and "opkg" not in names["25.12.0"]
+    for version in ("24.10.0", "25.12.0"):
+        assert not {"auc", "luci-app-opkg", "luci-i18n-opkg-de"} & names[version]
+        profiles = modern_mirror.info.target(version, TARGET).profiles["profiles"]
+        assert "ipq-wifi-tplink_archer-c6-v2" in profiles["tplink_archer-c6-v2"]["device_packages"]
+
+
+def test_snapshot_imagebuilder_builds(modern_mirror: MirrorServer, tmp_path: Path) -> None:
+    assert modern_mirror.info is not None
+    entry = modern_mirror.info.target("SNAPSHOT", TARGET)
+    assert entry.rel == "snapshots/targets/ath79/generic"
+    assert entry.archive_path is not None
+    ib = unpack_imagebuilder(entry.archive_path, tmp_path / "ib")
+    assert ib.name == "openwrt-imagebuilder-ath79-generic.Linux-x86_64"
+    lines = (ib / "repositories").read_text().splitlines()
+    assert all(line.startswith("https://downloads.openwrt.org/snapshots/") for line in lines)
+    bin_dir = tmp_path / "bin"
+    result = make(ib, "image", f"PROFILE={PROFILE}", f"BIN_DIR={bin_dir}", "EXTRA_IMAGE_NAME=x")
+    assert result.returncode == 0, result.stderr
+    assert (bin_dir / f"openwrt-x-ath79-generic-{PROFILE}-squashfs-sysupgrade.bin").is_file()
+    profiles = json.loads((bin_dir / "profiles.json").read_text())
+    assert profiles["version_number"] == "SNAPSHOT"
+    assert profiles["linux_kernel"]["version"] == entry.shape.kernel  # type: ignore[union-attr]

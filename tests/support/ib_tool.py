@@ -730,6 +730,8 @@ _VIRTUAL_NOTE = (
     "explicitly",
 )
 """apk's note under a virtual name, as the words apk_print_indented_words wraps."""
+_APK_STRICT = {"<": "<<", ">": ">>"}
+"""apk's ``<``/``>`` are strict; :func:`version_satisfies` reads them the old opkg way."""
 _APK_DEP_RE = re.compile(r"^(!?)([^<>=~!]+?)(?:(<=|>=|<|>|=|~)(.+))?$")
 
 
@@ -863,6 +865,7 @@ class ApkResolver:
         self.virtual: dict[str, list[_Need]] = {}
 
     def _pick(self, name: str, op: str | None, version: str | None) -> ApkPkg | str | None:
+        op = _APK_STRICT.get(op or "", op)
         real = [
             p for p in self.index.by_name.get(name, []) if version_satisfies(p.version, op, version)
         ]
@@ -1000,7 +1003,7 @@ def apk_resolve(ctx: Context, index: ApkIndex, names: list[str]) -> dict[str, Ap
     mib = -(-sum(p.installed_size for p in ordered) // (1 << 20))
     summary = f"{mib} MiB in {len(ordered)} packages"
     if errors:
-        _print(f"{errors} error{'s' if errors > 1 else ''}; {summary}")
+        ctx.out(f"{errors} error{'s' if errors > 1 else ''}; {summary}")
         raise BuildError
     ctx.out(f"OK: {summary}")
     return resolver.selected
