@@ -693,13 +693,15 @@ def ecdsa_verify(point: tuple[int, int], data: bytes, signature: bytes) -> bool:
 
 
 def _apk_keys() -> dict[str, tuple[int, int]]:
-    """key id (first 16 bytes of SHA-512 over the DER) → point, of keys/*.pem."""
+    """key id → point, of keys/*.pem; the id is the first 16 bytes of SHA-512
+    over the uncompressed point, as apk-tools computes it."""
     keys: dict[str, tuple[int, int]] = {}
     folder = TOPDIR / "keys"
     for path in sorted(folder.glob("*.pem")) if folder.is_dir() else []:
         parsed = pem_public_key(path.read_text(encoding="utf-8", errors="replace"))
         if parsed is not None:
-            keys[hashlib.sha512(parsed[0]).digest()[:16].hex()] = parsed[1]
+            point = parsed[0][len(_P256_SPKI_PREFIX) :]
+            keys[hashlib.sha512(point).digest()[:16].hex()] = parsed[1]
     return keys
 
 

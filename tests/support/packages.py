@@ -1678,15 +1678,16 @@ class ApkKey:
 
     @property
     def key_id(self) -> str:
-        """Hex of the first 16 bytes of SHA-512 over the public key's DER, as an
-        ADB signature names its key."""
+        """Hex of the first 16 bytes of SHA-512 over the public key as
+        ``i2d_PublicKey`` encodes it (the uncompressed EC point): how an ADB
+        signature names its key (apk-tools ``crypto_openssl.c`` apk_pkey_init)."""
         from cryptography.hazmat.primitives import serialization
 
         public = serialization.load_pem_public_key(self.public_pem.encode())
-        der = public.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        point = public.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
-        return hashlib.sha512(der).digest()[:16].hex()
+        return hashlib.sha512(point).digest()[:16].hex()
 
 
 def generate_apk_key(seed: bytes, name: str = "") -> ApkKey:
