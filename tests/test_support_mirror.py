@@ -17,7 +17,14 @@ import requests
 
 from tests.support import ib_tool
 from tests.support.imagebuilder import unpack_imagebuilder
-from tests.support.mirror import MODERN_TARGETS, MirrorServer, json_of
+from tests.support.mirror import (
+    MODERN_TARGETS,
+    MirrorServer,
+    add_target,
+    build_mirror,
+    derive_profiles,
+    json_of,
+)
 from tests.support.packages import (
     KMODS,
     apk_index_document,
@@ -496,3 +503,25 @@ def test_snapshot_imagebuilder_builds(modern_mirror: MirrorServer, tmp_path: Pat
     profiles = json.loads((bin_dir / "profiles.json").read_text())
     assert profiles["version_number"] == "SNAPSHOT"
     assert profiles["linux_kernel"]["version"] == entry.shape.kernel  # type: ignore[union-attr]
+
+
+def test_linux_kernel_of_the_profiles_names_the_kmods_feed(tmp_path: Path) -> None:
+    info = build_mirror(tmp_path, targets=())
+    document = derive_profiles("24.10.1", TARGET, release_shape("24.10.1"))
+    document["linux_kernel"] = {"version": "6.6.86", "release": "2", "vermagic": "ab" * 16}
+    entry = add_target(
+        info, "24.10.1", TARGET, profiles=document, package_count=600, with_imagebuilder=False
+    )
+    assert entry.kmods_version == "6.6.86-2-" + "ab" * 16
+    assert entry.kmods_rel == f"releases/24.10.1/targets/{TARGET}/kmods/{entry.kmods_version}"
+    feed = info.root / entry.kmods_rel / "Packages"
+    kmods = parse_packages(feed.read_text())
+    assert kmods and all(p.name.startswith("kmod-") for p in kmods)
+    assert {p.version for p in kmods} == {"6.6.86-r1"}
+    del document["linux_kernel"]
+    plain = add_target(
+        info, "24.10.2", TARGET, profiles=document, package_count=600, with_imagebuilder=False
+    )
+    assert plain.kmods_rel is None
+    core = parse_packages((info.root / plain.feed_rels["core"] / "Packages").read_text())
+    assert any(p.name.startswith("kmod-") for p in core)

@@ -395,9 +395,12 @@ def add_target(
     """Publish one (version, target): its feeds, ImageBuilder and ``sha256sums``.
 
     The release's shape is ``info.shape(version)``; ``compression`` overrides
-    its archive compression. The arch feeds are (re)written for the target's
-    architecture; several targets of one architecture share them (the same
-    generated universe, which covers the device packages of all of them).
+    its archive compression. The profiles document decides the kmods feed: its
+    ``linux_kernel`` names the folder, and without one there is no kmods feed
+    (e.g. ``profiles=`` without ``linux_kernel`` for a 24.10 version). The
+    arch feeds are (re)written for the target's architecture; several targets
+    of one architecture share them (the same generated universe, which covers
+    the device packages of all of them).
     """
     shape = info.shape(version)
     fixture = UPSTREAM_FIXTURES / version_path(version) / "targets" / target / "profiles.json"
@@ -410,11 +413,20 @@ def add_target(
     else:
         document = derive_profiles(version, target, shape)
         derived = True
-    if shape.kmods_feed and "linux_kernel" not in document:
-        shape = dataclasses.replace(shape, kmods_feed=False)
     arch = str(document["arch_packages"])
     revision = str(document.get("version_code") or shape.revision)
     shape = dataclasses.replace(shape, revision=revision)
+    kernel = document.get("linux_kernel")
+    if isinstance(kernel, dict):
+        shape = dataclasses.replace(
+            shape,
+            kmods_feed=True,
+            kernel=str(kernel["version"]),
+            kernel_release=str(kernel["release"]),
+            kernel_vermagic=str(kernel["vermagic"]),
+        )
+    elif shape.kmods_feed:
+        shape = dataclasses.replace(shape, kmods_feed=False)
     required = set(required_packages(document))
     for (other_version, _), other in info.targets.items():
         if other_version == version and other.arch == arch:

@@ -1018,6 +1018,10 @@ class ReleaseShape:
     """Linux version of the kmods (``linux_kernel.version``)."""
     revision: str
     """``version_code`` of the release."""
+    kernel_release: str = "1"
+    """``linux_kernel.release``."""
+    kernel_vermagic: str = ""
+    """``linux_kernel.vermagic`` when given (e.g. by a real profiles.json)."""
 
     @property
     def apk(self) -> bool:
@@ -1025,12 +1029,10 @@ class ReleaseShape:
 
     @property
     def vermagic(self) -> str:
-        """``linux_kernel.vermagic``: 32 hex digits derived from the revision."""
+        """``linux_kernel.vermagic``: given, or 32 hex digits derived from the revision."""
+        if self.kernel_vermagic:
+            return self.kernel_vermagic
         return hashlib.md5(self.revision.encode(), usedforsecurity=False).hexdigest()
-
-    @property
-    def kernel_release(self) -> str:
-        return "1"
 
     @property
     def kmods_dir(self) -> str:
