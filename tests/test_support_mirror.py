@@ -144,6 +144,9 @@ def test_24_10_kmods_feed_and_renames(modern_mirror: MirrorServer) -> None:
             requests.get(modern_mirror.url_for(f"{rel}/Packages.gz"), timeout=10).content
         ).decode()
         feeds[feed] = {p.name for p in parse_packages(text)}
+        v1 = requests.get(modern_mirror.url_for(f"{rel}/index.json"), timeout=10).json()
+        assert set(v1) == {"architecture", "packages"}  # "version 1": no version key
+        assert set(v1["packages"]) == feeds[feed]  # names keep their ABI suffix
     assert feeds[KMODS] and all(name.startswith("kmod-") for name in feeds[KMODS])
     assert not any(
         name.startswith("kmod-") for feed, names in feeds.items() if feed != KMODS for name in names

@@ -28,8 +28,10 @@ the version and overridable with ``build_mirror(shapes={version: shape})``:
 * 24.10.x (and 23.05.6+): opkg; ``profiles.json`` has ``linux_kernel``
   ``{version, release, vermagic}``; every ``kmod-*`` is only in
   ``<v>/targets/<t>/<s>/kmods/<version>-<release>-<vermagic>/Packages{,.gz,.sig}``
-  (:attr:`TargetInfo.kmods_rel`); ImageBuilder ``.tar.zst`` whose
-  ``repositories.conf`` lists the kmods feed;
+  (:attr:`TargetInfo.kmods_rel`); every feed also has the "version 1"
+  ``index.json`` of ``package/Makefile`` (no ``version`` key, ABI suffixes
+  kept); ImageBuilder ``.tar.zst`` whose ``repositories.conf`` lists the kmods
+  feed;
 * 25.12.x and SNAPSHOT: apk; every feed (core, kmods, arch feeds) is a
   ``packages.adb`` (a STAND-IN, see ``packages.py``; signed with the
   mirror's ECDSA key :attr:`MirrorInfo.apk_key`) with the real
@@ -94,6 +96,7 @@ from tests.support.packages import (
     split_feeds,
     write_apk_feed,
     write_apk_index,
+    write_opkg_index_json,
     write_packages,
 )
 from tests.support.usign import SecretKey, generate_keypair, sign
@@ -287,8 +290,11 @@ def _write_feed(
     if shape is not None and shape.apk:
         write_apk_feed(directory, arch, list(records), info.apk_key)
         return
+    records = list(records)
     plain, _ = write_packages(directory, format_packages(records))
     _sign_file(info.secret_key, plain)
+    if shape is not None and shape.era == "24.10":
+        write_opkg_index_json(directory, arch, records)
 
 
 _LATER_DEVICE_PACKAGES: dict[tuple[str, str], tuple[str, ...]] = {

@@ -1771,6 +1771,14 @@ def write_packages(directory: Path, text: str) -> tuple[Path, Path]:
     return plain, write_gzip(directory / "Packages.gz", text)
 
 
+def write_opkg_index_json(directory: Path, arch: str, records: Iterable[PackageRecord]) -> Path:
+    """The ``index.json`` an opkg feed of 24.10 has beside ``Packages``: what
+    ``package/Makefile``'s ``index`` target writes with sed, i.e. "version 1"
+    (no ``version`` key, names WITH their ABI suffix)."""
+    document = {"architecture": arch, "packages": {r.name: r.version for r in records}}
+    return write_text(directory / "index.json", json.dumps(document) + "\n")
+
+
 def write_apk_index(directory: Path, arch: str, packages: Mapping[str, str]) -> Path:
     """Write an apk ``index.json`` for ``arch`` into ``directory`` and return its path."""
     document = apk_index_json(arch, packages)
