@@ -528,3 +528,20 @@ def test_linux_kernel_of_the_profiles_names_the_kmods_feed(tmp_path: Path) -> No
     assert plain.kmods_rel is None
     core = parse_packages((info.root / plain.feed_rels["core"] / "Packages").read_text())
     assert any(p.name.startswith("kmod-") for p in core)
+
+
+def test_vermagic_differs_per_target(tmp_path: Path) -> None:
+    info = build_mirror(
+        tmp_path,
+        targets=(("24.10.0", TARGET), ("24.10.0", "x86/64")),
+        package_count=600,
+        with_imagebuilder=False,
+    )
+    ath79, x86 = info.target("24.10.0", TARGET), info.target("24.10.0", "x86/64")
+    assert ath79.kmods_version != x86.kmods_version
+    assert ath79.kmods_version is not None and x86.kmods_version is not None
+    assert ath79.kmods_version.startswith("6.6.73-1-") and x86.kmods_version.startswith("6.6.73-1-")
+    for entry in (ath79, x86):
+        kernel = next(p for p in entry.packages if p.name == "kernel")
+        assert entry.kmods_version.rsplit("-", 1)[1] in kernel.version  # type: ignore[union-attr]
+        assert (info.root / str(entry.kmods_rel) / "Packages.sig").is_file()

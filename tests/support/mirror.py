@@ -84,6 +84,7 @@ from tests.support.imagebuilder import (
     version_path,
 )
 from tests.support.packages import (
+    CORE,
     KMODS,
     ApkKey,
     PackageRecord,
@@ -309,8 +310,9 @@ def derive_profiles(version: str, target: str, shape: ReleaseShape) -> dict[str,
     ``version_number``, ``version_code``, image names and prefixes follow the
     version (SNAPSHOT images are named ``openwrt-<t>-<s>-…``), the default
     packages are the era's (:func:`era_default_packages`) and, where the
-    release has a kmods feed, ``linux_kernel`` is added. Image hashes are
-    derived from the new names.
+    release has a kmods feed, ``linux_kernel`` is added (its ``vermagic``
+    differs per target, as the real one does). Image hashes are derived from
+    the new names.
     """
     document = load_profiles("23.05.4", target)
     old_head = "openwrt-23.05.4-"
@@ -341,7 +343,12 @@ def derive_profiles(version: str, target: str, shape: ReleaseShape) -> dict[str,
     document["version_code"] = shape.revision
     document["default_packages"] = era_default_packages(document["default_packages"], shape.era)
     if shape.linux_kernel is not None:
-        document["linux_kernel"] = shape.linux_kernel
+        kernel = dict(shape.linux_kernel)
+        if not shape.kernel_vermagic:
+            # the vermagic hashes the kernel configuration, which differs per target
+            seed = f"{shape.revision}:{target}".encode()
+            kernel["vermagic"] = hashlib.md5(seed, usedforsecurity=False).hexdigest()
+        document["linux_kernel"] = kernel
     return document
 
 
@@ -455,9 +462,12 @@ def add_target(
     if derived:
         target_dir.mkdir(parents=True, exist_ok=True)
         (target_dir / "profiles.json").write_text(json.dumps(document, sort_keys=True) + "\n")
+    shared = [r for r in records if r.feed not in {CORE, KMODS}]
     for (other_version, _), other in info.targets.items():
         if other_version == version and other.arch == arch:
-            other.packages = records
+            # the arch feeds are shared; core and kmods stay the target's own
+            own = [r for r in other.packages if r.feed in {CORE, KMODS}]
+            other.packages = sorted([*shared, *own], key=lambda r: r.name)
     if with_imagebuilder:
         keys = [info.public_key] if info.public_key else []
         archive = make_imagebuilder(
