@@ -545,3 +545,17 @@ def test_vermagic_differs_per_target(tmp_path: Path) -> None:
         kernel = next(p for p in entry.packages if p.name == "kernel")
         assert entry.kmods_version.rsplit("-", 1)[1] in kernel.version  # type: ignore[union-attr]
         assert (info.root / str(entry.kmods_rel) / "Packages.sig").is_file()
+
+
+def test_apk_unsatisfiable_version_message(apk_ib: Path, modern_mirror: MirrorServer) -> None:
+    assert modern_mirror.info is not None
+    busybox = next(
+        p for p in modern_mirror.info.target("25.12.0", TARGET).packages if p.name == "busybox"
+    )
+    result = make(apk_ib, "manifest", f"PROFILE={PROFILE}", "PACKAGES=busybox>=99")
+    assert result.returncode != 0
+    assert (
+        "ERROR: unable to select packages:\n"
+        f"  busybox-{busybox.version}:\n"
+        "    breaks: world[busybox>=99]\n"
+    ) in result.stderr

@@ -38,7 +38,8 @@ SNAPSHOT ImageBuilders) follows ``target/imagebuilder/files/Makefile``'s
   conflicts and the files each package installs; failures print apk's
   "ERROR: unable to select packages:" report (``<name> (no such package):``,
   ``<name> (virtual):`` with its ``provided by:`` list, ``<pkg>-<ver>:`` with
-  ``conflicts:``, each with ``required by:`` / ``satisfies:``) or
+  ``conflicts:`` and ``satisfies:``, or with ``breaks:`` for a version
+  constraint no package meets) or
   "ERROR: <pkg>-<ver>: trying to overwrite <file> owned by <pkg>-<ver>." and
   exit 1;
 * ``make manifest`` prints ``apk list --quiet --manifest`` lines
@@ -865,6 +866,8 @@ class ApkResolver:
         self.needs: dict[str, list[_Need]] = {}
         self.missing: dict[str, list[_Need]] = {}
         self.virtual: dict[str, list[_Need]] = {}
+        self.broken: dict[str, list[_Need]] = {}
+        """label of the best candidate → the version constraints it cannot meet."""
 
     def _pick(self, name: str, op: str | None, version: str | None) -> ApkPkg | str | None:
         op = _APK_STRICT.get(op or "", op)
@@ -897,6 +900,11 @@ class ApkResolver:
         name, op, version = match.group(2), match.group(3), match.group(4)
         self.needs.setdefault(name, []).append(need)
         picked = self._pick(name, op, version)
+        if picked is None and self.index.by_name.get(name):
+            by_version = functools.cmp_to_key(compare_versions)
+            best = max(self.index.by_name[name], key=lambda p: by_version(p.version))
+            self.broken.setdefault(best.label, []).append(need)
+            return
         if picked is None:
             self.missing.setdefault(name, []).append(need)
             return
@@ -956,6 +964,9 @@ class ApkResolver:
             providers = sorted({p.name for p in self.index.providers.get(name, [])})
             lines += _wrapped("    provided by:", providers)
             lines += _wrapped("    required by:", [str(n) for n in needs])
+        for label, needs in sorted(self.broken.items()):
+            lines.append(f"  {label}:")
+            lines += _wrapped("    breaks:", [str(n) for n in needs])
         for label, entries in sorted(self.conflicts().items()):
             pkg_name = next(p.name for p in self.selected.values() if p.label == label)
             lines.append(f"  {label}:")
