@@ -21,10 +21,11 @@ Release eras (:class:`ReleaseShape`, chosen by :func:`release_shape` from the
 version, e.g. ``release_shape("24.10.0")``) change the universe the way the
 real releases differ:
 
-* ``23.05`` (23.05.0 … 23.05.5 and older): today's data, unchanged: opkg,
-  ``<kernel>-1`` kmod versions, kmods in the core feed, ``auc``,
-  ``luci-app-opkg``, ``opkg``, the ``*-wolfssl``/``*-mbedtls`` variants;
-* ``24.10`` (24.10.x, and 23.05.6+ which got the kmods feed): opkg with the
+* ``23.05`` (23.05.x and older): opkg, ``<kernel>-1`` kmod versions, kmods in
+  the core feed, ``auc``, ``luci-app-opkg``, ``opkg``, the
+  ``*-wolfssl``/``*-mbedtls`` variants (23.05.6+ keep this set but move the
+  kmods to the kmods feed, as their ``linux_kernel`` says);
+* ``24.10`` (24.10.x): opkg with the
   apk-compatible versions 24.10 introduced (``1.36.1-r2``,
   ``2024.09.01~598d9fbb-r1``), ``kernel`` ``<k>~<vermagic>-r1``, every
   ``kmod-*`` in the pseudo feed :data:`KMODS`
@@ -36,10 +37,15 @@ real releases differ:
   ABI suffix (``libustream-mbedtls20201210``, tag
   ``openwrt:abiversion=20201210``), provides carry a version
   (``libustream-mbedtls=<version>``) and default variants a
-  ``provider_priority`` (``nftables-json`` for ``nftables``), as OpenWrt's
-  ``include/package-pack.mk`` writes them. :func:`apk_index_document` gives
+  ``provider-priority`` (``nftables-json`` for ``nftables``; which packages
+  get one is this stand-in's choice). :func:`apk_index_document` gives
   the ``packages.adb`` STAND-IN and :func:`apk_index_from_records` the real
   ``index.json`` v2 (``scripts/make-index-json.py``: ABI suffix removed).
+
+Every era also has what upgrade flows across releases need (``_era_extras``):
+the TLS variants, ``kmod-nft-nat6``, ``luci-i18n-opkg-*`` (23.05) or
+``luci-i18n-package-manager-*`` (later) and, from 24.10,
+``ipq-wifi-tplink_archer-c6-v2``.
 """
 
 from __future__ import annotations
