@@ -38,7 +38,8 @@ SNAPSHOT ImageBuilders) follows ``target/imagebuilder/files/Makefile``'s
   conflicts and the files each package installs; failures print apk's
   "ERROR: unable to select packages:" report (``<name> (no such package):``,
   ``<name> (virtual):`` with its ``provided by:`` list, ``<pkg>-<ver>:`` with
-  ``conflicts:``, each with ``required by:`` / ``satisfies:``) or
+  ``conflicts:`` and ``satisfies:``, or with ``breaks:`` for a version
+  constraint no package meets) or
   "ERROR: <pkg>-<ver>: trying to overwrite <file> owned by <pkg>-<ver>." and
   exit 1;
 * ``make manifest`` prints ``apk list --quiet --manifest`` lines
@@ -693,13 +694,15 @@ def ecdsa_verify(point: tuple[int, int], data: bytes, signature: bytes) -> bool:
 
 
 def _apk_keys() -> dict[str, tuple[int, int]]:
-    """key id (first 16 bytes of SHA-512 over the DER) → point, of keys/*.pem."""
+    """key id → point, of keys/*.pem; the id is the first 16 bytes of SHA-512
+    over the uncompressed point, as apk-tools computes it."""
     keys: dict[str, tuple[int, int]] = {}
     folder = TOPDIR / "keys"
     for path in sorted(folder.glob("*.pem")) if folder.is_dir() else []:
         parsed = pem_public_key(path.read_text(encoding="utf-8", errors="replace"))
         if parsed is not None:
-            keys[hashlib.sha512(parsed[0]).digest()[:16].hex()] = parsed[1]
+            point = parsed[0][len(_P256_SPKI_PREFIX) :]
+            keys[hashlib.sha512(point).digest()[:16].hex()] = parsed[1]
     return keys
 
 
@@ -730,6 +733,8 @@ _VIRTUAL_NOTE = (
     "explicitly",
 )
 """apk's note under a virtual name, as the words apk_print_indented_words wraps."""
+_APK_STRICT = {"<": "<<", ">": ">>"}
+"""apk's ``<``/``>`` are strict; :func:`version_satisfies` reads them the old opkg way."""
 _APK_DEP_RE = re.compile(r"^(!?)([^<>=~!]+?)(?:(<=|>=|<|>|=|~)(.+))?$")
 
 
@@ -861,8 +866,11 @@ class ApkResolver:
         self.needs: dict[str, list[_Need]] = {}
         self.missing: dict[str, list[_Need]] = {}
         self.virtual: dict[str, list[_Need]] = {}
+        self.broken: dict[str, list[_Need]] = {}
+        """label of the best candidate → the version constraints it cannot meet."""
 
     def _pick(self, name: str, op: str | None, version: str | None) -> ApkPkg | str | None:
+        op = _APK_STRICT.get(op or "", op)
         real = [
             p for p in self.index.by_name.get(name, []) if version_satisfies(p.version, op, version)
         ]
@@ -892,6 +900,11 @@ class ApkResolver:
         name, op, version = match.group(2), match.group(3), match.group(4)
         self.needs.setdefault(name, []).append(need)
         picked = self._pick(name, op, version)
+        if picked is None and self.index.by_name.get(name):
+            by_version = functools.cmp_to_key(compare_versions)
+            best = max(self.index.by_name[name], key=lambda p: by_version(p.version))
+            self.broken.setdefault(best.label, []).append(need)
+            return
         if picked is None:
             self.missing.setdefault(name, []).append(need)
             return
@@ -951,6 +964,9 @@ class ApkResolver:
             providers = sorted({p.name for p in self.index.providers.get(name, [])})
             lines += _wrapped("    provided by:", providers)
             lines += _wrapped("    required by:", [str(n) for n in needs])
+        for label, needs in sorted(self.broken.items()):
+            lines.append(f"  {label}:")
+            lines += _wrapped("    breaks:", [str(n) for n in needs])
         for label, entries in sorted(self.conflicts().items()):
             pkg_name = next(p.name for p in self.selected.values() if p.label == label)
             lines.append(f"  {label}:")
@@ -1000,7 +1016,7 @@ def apk_resolve(ctx: Context, index: ApkIndex, names: list[str]) -> dict[str, Ap
     mib = -(-sum(p.installed_size for p in ordered) // (1 << 20))
     summary = f"{mib} MiB in {len(ordered)} packages"
     if errors:
-        _print(f"{errors} error{'s' if errors > 1 else ''}; {summary}")
+        ctx.out(f"{errors} error{'s' if errors > 1 else ''}; {summary}")
         raise BuildError
     ctx.out(f"OK: {summary}")
     return resolver.selected
