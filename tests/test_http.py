@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 
-from asu_ci.http import Session
+from asu_ci.http import Session, timeouts
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -79,3 +83,46 @@ def test_no_proxy_sends_requests_direct(recorder: _Server, monkeypatch: pytest.M
     with Session(timeout=(2, 2)) as session:
         assert session.get(url).text == "ok"
     assert recorder.lines == ["GET /b HTTP/1.1"]
+
+
+@pytest.fixture
+def silent() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A server that accepts every connection and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/never", accepted
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
+
+
+def test_a_server_that_never_answers_is_given_up_within_the_bound(
+    silent: tuple[str, list[socket.socket]], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, accepted = silent
+    bound = 4.0
+    started = time.monotonic()
+    with (
+        Session(timeout=timeouts(bound, 2), retries=2, notice=1.0) as session,
+        pytest.raises(requests.ConnectionError),
+    ):
+        session.get(url)
+    assert time.monotonic() - started < bound + 1.0
+    assert len(accepted) == 3  # the first try and both retries, each cut off in time
+    assert f"still waiting for {url}" in caplog.text
+
+
+def test_timeouts_fit_the_bound() -> None:
+    for bound in (4.0, 60.0, 300.0):
+        connect, read = timeouts(bound, 2)
+        assert connect > 0 and read > 0
+        assert 3 * (connect + read) + 0.5 + 1.0 <= bound + 1e-9

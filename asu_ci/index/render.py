@@ -619,7 +619,7 @@ def _device_files(doc: dict[str, Any], folder: str) -> dict[str, bytes]:
     common = {k: v for k, v in doc.items() if k != "profiles"}
     profiles: dict[str, dict[str, Any]] = doc["profiles"]
     ids = sorted(pid for pid in profiles if _file_name_ok(pid))
-    claims: dict[str, list[tuple[int, bool, str]]] = {}
+    claims: dict[str, list[tuple[int, int, str]]] = {}
     for pid in ids:
         devices = profiles[pid].get("supported_devices")
         for position, device in enumerate(devices if isinstance(devices, list) else []):
