@@ -160,6 +160,14 @@ class Settings(_Model):
     """Everything asu-ci can be told. Paths are relative to the working directory."""
 
     upstream: str = DEFAULT_UPSTREAM
+    upstream_timeout_seconds: Annotated[
+        float,
+        Field(
+            ge=3,
+            le=3600,
+            description="one read of the download server gives up after this, retries included",
+        ),
+    ] = 60.0
     home: Path = Path("asu-ci-data")
     public: Path | None = None
     data: Path | None = None

@@ -152,7 +152,9 @@ def render_tree(
     with contextlib.ExitStack() as stack:
         if upstream is None:
             cache = settings.data_dir / "cache" / "upstream"
-            upstream = stack.enter_context(Upstream(settings.upstream, cache))
+            upstream = stack.enter_context(
+                Upstream(settings.upstream, cache, bound=settings.upstream_timeout_seconds)
+            )
         requests, downloaded = upstream.requests, upstream.bytes_downloaded
         # One render at a time per data folder: a second one waits, then finds little to do.
         stack.enter_context(FileLock(settings.data_dir / "render.lock"))

@@ -29,7 +29,7 @@ from urllib.request import url2pathname
 
 from asu_ci.errors import ConfigError, UpstreamError
 from asu_ci.fsutil import write_bytes, write_json
-from asu_ci.http import RequestException, Session
+from asu_ci.http import DEFAULT_BOUND, DEFAULT_RETRIES, RequestException, Session, timeouts
 
 ProgressFn = Callable[[int, int | None], None]
 
@@ -99,8 +99,16 @@ def load_json(data: bytes, where: str) -> Any:
 class Upstream:
     """Read files of the download server at ``base``; HTTP bodies are cached in ``cache_dir``."""
 
-    def __init__(self, base: str, cache_dir: Path, session: Session | None = None) -> None:
+    def __init__(
+        self,
+        base: str,
+        cache_dir: Path,
+        session: Session | None = None,
+        *,
+        bound: float = DEFAULT_BOUND,
+    ) -> None:
         self.base = base
+        self.bound = bound
         self.cache_dir = cache_dir
         self.requests = 0
         self.bytes_downloaded = 0
@@ -257,7 +265,7 @@ class Upstream:
             return self._session
         session: Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = Session()
+            session = Session(timeouts(self.bound, DEFAULT_RETRIES))
             self._local.session = session
             with self._lock:
                 self._sessions.append(session)
