@@ -75,14 +75,14 @@ def test_shipped_keys_are_usign_public_keys_named_by_their_key_id() -> None:
 def test_a_mirror_signed_by_an_unknown_key_is_refused_by_default(
     signed: Any, tmp_path: Path
 ) -> None:
-    with pytest.raises(ImageBuilderError, match=r"signed by key [0-9a-f]{16}, which is not a trust"):
+    with pytest.raises(
+        ImageBuilderError, match=r"signed by key [0-9a-f]{16}, which is not a trust"
+    ):
         _locate(signed, tmp_path, _settings(signed))
     assert signed.downloads_of(signed.info.first.archive_rel) == 0
 
 
-def test_the_operators_trusted_key_and_branch_key_are_accepted(
-    signed: Any, tmp_path: Path
-) -> None:
+def test_the_operators_trusted_key_and_branch_key_are_accepted(signed: Any, tmp_path: Path) -> None:
     key = signed.info.public_key
     trusted = _settings(signed, signatures={"trusted_keys": [key]})
     found = _locate(signed, tmp_path, trusted)
@@ -104,9 +104,7 @@ def test_a_bad_signature_is_refused_before_the_archive_is_downloaded(
     with pytest.raises(ImageBuilderError, match="signature does not match"):
         _locate(signed, tmp_path, trusted)
     # allow_unsigned does not excuse a signature that is present and wrong
-    lax = _settings(
-        signed, signatures={"trusted_keys": [info.public_key], "allow_unsigned": True}
-    )
+    lax = _settings(signed, signatures={"trusted_keys": [info.public_key], "allow_unsigned": True})
     with pytest.raises(ImageBuilderError, match="signature does not match"):
         _locate(signed, tmp_path, lax)
     assert signed.downloads_of(info.first.archive_rel) == 0
@@ -152,7 +150,9 @@ def test_allow_unsigned_is_warned_about_at_start(signed: Any, tmp_path: Path) ->
     result = CliRunner().invoke(app, ["render"], env=env)
     assert result.exit_code == 0, result.output
     assert "warning: signatures.allow_unsigned is on" in result.stderr
-    quiet = CliRunner().invoke(app, ["render"], env={**env, "ASU_CI_SIGNATURES__ALLOW_UNSIGNED": "false"})
+    quiet = CliRunner().invoke(
+        app, ["render"], env={**env, "ASU_CI_SIGNATURES__ALLOW_UNSIGNED": "false"}
+    )
     assert quiet.exit_code == 0, quiet.output
     assert "allow_unsigned" not in quiet.stderr
 
