@@ -87,7 +87,12 @@ class State:
         self.config: Path | None = None
 
     def settings(self, **overrides: Any) -> Settings:
-        return load_settings(self.config, overrides)
+        from asu_ci import knowledge
+
+        settings = load_settings(self.config, overrides)
+        for warning in knowledge.unsigned_warnings(settings):
+            typer.echo(f"asu-ci: warning: {warning}", err=True)
+        return settings
 
 
 def _version(value: bool) -> None:

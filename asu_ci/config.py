@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from asu_ci.errors import ConfigError
 
@@ -32,12 +39,20 @@ class _Model(BaseModel):
 
 
 class PackageChange(_Model):
-    """A package renamed (or dropped, when ``target`` is empty) from a revision on."""
+    """A package change from a revision on, as upstream ASU publishes it: ``source`` and
+    ``target`` renamed; only ``source`` added; only ``target`` removed. A ``mandatory``
+    addition or removal applies whatever the request says."""
 
-    source: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9+._-]{0,127}$")]
+    source: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9+._-]{0,127}$")] = None
     target: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9+._-]{0,127}$")] = None
     revision: Annotated[int, Field(ge=0, description="first revision (rNNNNN) with the change")]
     mandatory: bool = False
+
+    @model_validator(mode="after")
+    def _names_something(self) -> PackageChange:
+        if not self.source and not self.target:
+            raise ValueError("a package change needs a source, a target or both")
+        return self
 
 
 class Branch(_Model):
@@ -121,6 +136,35 @@ class Retention(_Model):
     ] = 60.0
 
 
+class Signatures(_Model):
+    """Which usign keys may sign a branch's ``sha256sums``. OpenWrt's own keys ship with
+    asu-ci (asu_ci/data/keys); a branch's ``signing_key``, when set, is the only key
+    that branch accepts."""
+
+    trusted_keys: tuple[str, ...] = Field(
+        default=(),
+        description="extra usign public keys (the text of a .pub file, or its base64 line) "
+        "trusted for every branch, e.g. the key of your own mirror",
+    )
+    allow_unsigned: bool = Field(
+        default=False,
+        description="build from a download tree without sha256sums.sig (warned about at "
+        "start); a signature that is present must still verify",
+    )
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _usign_keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from asu_ci.build.usign import parse_public_key
+
+        for number, text in enumerate(value, 1):
+            try:
+                parse_public_key(text)
+            except ValueError as exc:
+                raise ValueError(f"key {number}: {exc}") from None
+        return value
+
+
 class Local(_Model):
     """The embedded backend: a bounded worker pool on this machine."""
 
@@ -178,6 +222,7 @@ class Settings(_Model):
     server: Server = Server()
     build: Build = Build()
     store: Retention = Retention()
+    signatures: Signatures = Signatures()
     backend: Literal["local", "github"] = "local"
     local: Local = Local()
     github: GitHub = GitHub()

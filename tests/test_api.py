@@ -48,6 +48,7 @@ def settings_for(rendered: Settings, tmp_path: Path, **server: object) -> Settin
     shutil.copytree(rendered.public_dir, public, copy_function=os.link)
     overrides: dict[str, object] = {
         "upstream": rendered.upstream,
+        "signatures.trusted_keys": list(rendered.signatures.trusted_keys),
         "public": public,
         "data": tmp_path / "data",
     }
@@ -357,7 +358,13 @@ def rendered(upstream_mirror: MirrorServer, tmp_path_factory: pytest.TempPathFac
     home = tmp_path_factory.mktemp("rendered")
     settings = load_settings(
         None,
-        {"upstream": upstream_mirror.url, "public": home / "public", "data": home / "data"},
+        {
+            "upstream": upstream_mirror.url,
+            "public": home / "public",
+            "data": home / "data",
+            # the mirror signs its sha256sums with its own key, not OpenWrt's
+            "signatures.trusted_keys": [upstream_mirror.info.public_key],
+        },
         environ={},
     )
     render_tree(settings)

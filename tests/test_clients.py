@@ -87,6 +87,8 @@ def server(
         home / "asu-ci.yaml",
         {
             "upstream": upstream_mirror.url,
+            # the mirror signs its sha256sums with its own key, not OpenWrt's
+            "signatures": {"trusted_keys": [upstream_mirror.info.public_key]},
             "public": str(home / "public"),
             "data": str(home / "data"),
             "local": {"workers": 2},

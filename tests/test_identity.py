@@ -178,12 +178,12 @@ def test_removals_and_plus_are_normalised() -> None:
 def test_package_changes_rename_and_drop_by_revision() -> None:
     changes = [
         {"source": "old", "target": "new", "revision": 100},
-        {"source": "gone", "target": None, "revision": 50},
+        {"target": "gone", "revision": 50},
         {"source": "later", "target": "newer", "revision": 500},
     ]
     words, applied = apply_package_changes(["old", "-gone", "later", "keep"], changes, 200)
     assert words == ["new", "later", "keep"]
-    assert [a["source"] for a in applied] == ["old", "gone"]
+    assert [(a["source"], a["target"]) for a in applied] == [("old", "new"), (None, "gone")]
 
 
 # --- fixed values: the encoding, written out ------------------------------------------

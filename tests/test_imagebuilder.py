@@ -107,23 +107,37 @@ def test_a_bad_signature_is_refused_before_anything_is_downloaded(
     sums.write_text(sums.read_text() + f"{'0' * 64} *extra-file\n")
     upstream = Upstream(own_mirror.url, tmp_path / "cache")
     with pytest.raises(ImageBuilderError, match=r"signature of .*sha256sums is not valid"):
-        locate(upstream, "releases/23.05.4", BUILD_VERSION, BUILD_TARGET, info.public_key)
+        locate(
+            upstream,
+            "releases/23.05.4",
+            BUILD_VERSION,
+            BUILD_TARGET,
+            usign.keyring([info.public_key]),
+        )
     _, stranger = generate_keypair(b"stranger")
-    with pytest.raises(ImageBuilderError, match="expected key"):
-        locate(upstream, "releases/23.05.4", BUILD_VERSION, BUILD_TARGET, stranger)
+    with pytest.raises(ImageBuilderError, match="not a trusted key"):
+        locate(upstream, "releases/23.05.4", BUILD_VERSION, BUILD_TARGET, usign.keyring([stranger]))
     (info.first.dir / "sha256sums.sig").unlink()
     with pytest.raises(ImageBuilderError, match="missing"):
-        locate(upstream, "releases/23.05.4", BUILD_VERSION, BUILD_TARGET, info.public_key)
+        locate(
+            upstream,
+            "releases/23.05.4",
+            BUILD_VERSION,
+            BUILD_TARGET,
+            usign.keyring([info.public_key]),
+        )
     assert own_mirror.downloads_of(info.first.archive_rel) == 0
-    # Without a configured key the listing is taken as it is.
-    found = locate(upstream, "releases/23.05.4", BUILD_VERSION, BUILD_TARGET, None)
+    # Unsigned, the listing is taken as it is only when the operator allows it.
+    found = locate(
+        upstream, "releases/23.05.4", BUILD_VERSION, BUILD_TARGET, {}, allow_unsigned=True
+    )
     assert found.name == info.archive_name and found.sha256 == info.archive_sha256
     listing = sums.read_text().splitlines(True)
     sums.write_text("".join(line for line in listing if "imagebuilder" not in line))
     with pytest.raises(ImageBuilderError, match=r"No ImageBuilder for 23\.05\.4 ath79/generic is"):
-        locate(upstream, "releases/23.05.4", BUILD_VERSION, BUILD_TARGET, None)
+        locate(upstream, "releases/23.05.4", BUILD_VERSION, BUILD_TARGET, {}, allow_unsigned=True)
     with pytest.raises(ImageBuilderError, match=r"No sha256sums for 23\.05\.4 ath79/nand"):
-        locate(upstream, "releases/23.05.4", BUILD_VERSION, "ath79/nand", None)
+        locate(upstream, "releases/23.05.4", BUILD_VERSION, "ath79/nand", {})
     upstream.close()
 
 
@@ -133,7 +147,9 @@ def test_a_tampered_archive_is_refused_before_unpacking(own_mirror: Any, tmp_pat
         fh.write(b"tampered")
     upstream = Upstream(own_mirror.url, tmp_path / "cache")
     cache = ImageBuilderCache(tmp_path / "ibs", upstream, Build())
-    archive = locate(upstream, "releases/23.05.4", BUILD_VERSION, BUILD_TARGET, info.public_key)
+    archive = locate(
+        upstream, "releases/23.05.4", BUILD_VERSION, BUILD_TARGET, usign.keyring([info.public_key])
+    )
     unpacked: list[Any] = []
     real = imagebuilder.unpack
     with pytest.MonkeyPatch.context() as patch:
@@ -293,7 +309,9 @@ def test_concurrent_users_share_one_download_and_unpack(own_mirror: Any, tmp_pat
     info = own_mirror.info
     upstream = Upstream(own_mirror.url, tmp_path / "cache")
     cache = ImageBuilderCache(tmp_path / "ibs", upstream, Build())
-    archive = locate(upstream, "releases/23.05.4", BUILD_VERSION, BUILD_TARGET, info.public_key)
+    archive = locate(
+        upstream, "releases/23.05.4", BUILD_VERSION, BUILD_TARGET, usign.keyring([info.public_key])
+    )
     unpacks: list[str] = []
     real = imagebuilder.unpack
 

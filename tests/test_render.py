@@ -251,11 +251,21 @@ def test_the_download_server_files_and_overview(full: Rendered) -> None:
             "path_packages": "releases/packages-{branch}",
             "versions": ["23.05.4"],
             "targets": targets,
-            "package_changes": [],
+            # the shipped knowledge (asu_ci/data/releases.yaml) up to 23.05's branch-off
+            "package_changes": [
+                {"source": s, "target": t, "revision": r, "mandatory": m}
+                for s, t, r, m in [
+                    ("firewall", "firewall4", 18611, False),
+                    ("kmod-nft-nat6", None, 20282, True),
+                    ("libustream-wolfssl", "libustream-mbedtls", 21994, False),
+                    ("px5g-wolfssl", "px5g-mbedtls", 21994, False),
+                    ("wpad-basic-wolfssl", "wpad-basic-mbedtls", 21994, False),
+                ]
+            ],
         }
     }
     assert _load(public, "json/v1/branches.json") == [
-        {**overview["branches"]["23.05"], "git_branch": "openwrt-23.05", "branch_off_rev": 0}
+        {**overview["branches"]["23.05"], "git_branch": "openwrt-23.05", "branch_off_rev": 23069}
     ]
     assert _load(public, "json/v1/latest.json") == {"latest": ["23.05.4"]}
     assert _load(public, ".versions.json") == {

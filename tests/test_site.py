@@ -120,6 +120,8 @@ def service(upstream_mirror: Any, tmp_path_factory: pytest.TempPathFactory) -> I
         home / "asu-ci.yaml",
         {
             "upstream": upstream_mirror.url,
+            # the mirror signs its sha256sums with its own key, not OpenWrt's
+            "signatures": {"trusted_keys": [upstream_mirror.info.public_key]},
             "public": str(home / "public"),
             "data": str(home / "data"),
             "local": {"workers": 2},

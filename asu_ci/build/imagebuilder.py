@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import lzma
 import os
 import re
@@ -46,7 +47,7 @@ import shutil
 import stat
 import tarfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -59,6 +60,8 @@ from asu_ci.config import Build
 from asu_ci.errors import BuildError, ImageBuilderError, UpstreamError
 from asu_ci.fsutil import FileLock
 from asu_ci.upstream.source import Upstream
+
+log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int | None], None]
 StepFn = Callable[[str], None]
@@ -121,12 +124,21 @@ def find_archive(sums: dict[str, str], version: str, target: str) -> tuple[str, 
 
 
 def locate(
-    upstream: Upstream, path: str, version: str, target: str, signing_key: str | None
+    upstream: Upstream,
+    path: str,
+    version: str,
+    target: str,
+    trusted: Mapping[str, str],
+    *,
+    allow_unsigned: bool = False,
 ) -> Archive:
     """Find the target's ImageBuilder in ``<path>/targets/<t>/<s>/sha256sums``.
 
-    With a ``signing_key`` the usign signature ``sha256sums.sig`` must verify
-    first; nothing listed in an unverified ``sha256sums`` is trusted.
+    The usign signature ``sha256sums.sig`` must name one of the ``trusted`` keys
+    (``{key id: key text}``, :func:`asu_ci.knowledge.trusted_keys`) and verify before
+    anything listed in ``sha256sums`` is trusted, so a bad or unknown signature is
+    refused before the archive is downloaded. A missing signature is refused unless
+    ``allow_unsigned``; a signature that is present is checked either way.
     """
     folder = f"{path}/targets/{target}"
     fetched = upstream.get(f"{folder}/sha256sums")
@@ -135,19 +147,22 @@ def locate(
             f"No sha256sums for {version} {target} at {upstream.url(folder)}: "
             "the download server has no ImageBuilder for this target"
         )
-    if signing_key:
-        signature = upstream.get(f"{folder}/sha256sums.sig")
-        if signature is None:
-            raise ImageBuilderError(
-                f"{upstream.url(folder + '/sha256sums.sig')} is missing, but a signing key is "
-                "configured for this branch; refusing an unsigned ImageBuilder"
-            )
+    sums_url = upstream.url(folder + "/sha256sums")
+    signature = upstream.get(f"{folder}/sha256sums.sig")
+    if signature is None and not allow_unsigned:
+        raise ImageBuilderError(
+            f"{sums_url}.sig is missing: refusing an unsigned ImageBuilder (a mirror "
+            "without signatures needs signatures.allow_unsigned in the configuration)"
+        )
+    if signature is None:
+        log.warning("%s is not signed; used because signatures.allow_unsigned is on", sums_url)
+    else:
         try:
-            usign.verify(fetched.data, signature.data.decode("utf-8", "replace"), signing_key)
+            usign.verify_trusted(fetched.data, signature.data.decode("utf-8", "replace"), trusted)
         except ValueError as exc:
             raise ImageBuilderError(
-                f"The signature of {upstream.url(folder + '/sha256sums')} is not valid ({exc}); "
-                "refusing the ImageBuilder"
+                f"The signature of {sums_url} is not valid ({exc}); refusing the ImageBuilder"
+                + ("" if "trusted" not in str(exc) else _TRUST_HINT)
             ) from None
     found = find_archive(parse_sha256sums(fetched.data.decode("utf-8", "replace")), version, target)
     if found is None:
@@ -158,6 +173,12 @@ def locate(
     name, sha256 = found
     relpath = f"{folder}/{name}"
     return Archive(name=name, sha256=sha256, relpath=relpath, url=upstream.url(relpath))
+
+
+_TRUST_HINT = (
+    ". A mirror signed by its own key names it in signatures.trusted_keys "
+    "(or the branch's signing_key)"
+)
 
 
 def file_sha256(path: Path) -> str:

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from asu_ci import fsutil, proc
+from asu_ci import fsutil, knowledge, proc
 from asu_ci.build import imagebuilder
 from asu_ci.build.imagebuilder import Archive, ImageBuilderCache, ProgressFn, StepFn
 from asu_ci.config import Settings
@@ -47,6 +47,7 @@ from asu_ci.identity.identify import identify
 from asu_ci.identity.validate import (
     NormalizedRequest,
     apply_package_changes,
+    offered_names,
     revision_number,
 )
 from asu_ci.index.catalog import Catalog
@@ -373,7 +374,10 @@ class _Job:
             path,
             request.version,
             request.target,
-            _signing_key(self.settings, self.catalog, request.version),
+            knowledge.trusted_keys(
+                self.settings, _signing_key(self.settings, self.catalog, request.version)
+            ),
+            allow_unsigned=self.settings.signatures.allow_unsigned,
         )
         cache = ImageBuilderCache(
             self.settings.data_dir / "imagebuilders", self.upstream, self.settings.build
@@ -407,7 +411,13 @@ class _Job:
             )
         changes = self.catalog.package_changes(request.version)
         wanted, applied = apply_package_changes(
-            request.requested_packages(), changes, revision_number(info.revision)
+            request.requested_packages(),
+            changes,
+            revision_number(info.revision),
+            version=request.version,
+            target=request.target,
+            profile=request.profile,
+            offered=offered_names(self.catalog, request.version, request.target, request.profile),
         )
         words = package_words(wanted, info, request.profile, request.diff_packages)
         manifest = self._manifest(ib, words)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -83,3 +84,28 @@ def verify(data: bytes, signature_text: str, public_key_text: str) -> None:
         Ed25519PublicKey.from_public_bytes(key.key).verify(blob[10:], data)
     except InvalidSignature:
         raise ValueError(f"the signature does not match (key {key.fingerprint})") from None
+
+
+def signature_keynum(signature_text: str) -> str:
+    """The key id (hex) a signature names, before anything is verified."""
+    return _blob(signature_text, _SIGNATURE_LENGTH, "signature")[2:10].hex()
+
+
+def keyring(texts: Iterable[str]) -> dict[str, str]:
+    """``{key id: key text}`` of public keys; ValueError naming the first that is not one."""
+    keys: dict[str, str] = {}
+    for text in texts:
+        keys.setdefault(parse_public_key(text).fingerprint, text)
+    return keys
+
+
+def verify_trusted(data: bytes, signature_text: str, trusted: Mapping[str, str]) -> str:
+    """Check that ``signature_text`` signs ``data`` with one of the ``trusted`` keys (by key
+    id, see :func:`keyring`); returns that key id. ValueError for a signature that is not
+    one, a key id that is not trusted, or a signature that does not verify."""
+    keynum = signature_keynum(signature_text)
+    key = trusted.get(keynum)
+    if key is None:
+        raise ValueError(f"signed by key {keynum}, which is not a trusted key")
+    verify(data, signature_text, key)
+    return keynum

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from asu_ci import knowledge
 from asu_ci.config import Server
 from asu_ci.errors import RequestError, UnknownPackagesError
 from asu_ci.identity.request import BuildRequest
@@ -129,28 +130,86 @@ def revision_number(version_code: str) -> int | None:
 
 
 def apply_package_changes(
-    packages: Iterable[str], changes: Iterable[Mapping[str, Any]], revision: int | None
+    packages: Iterable[str],
+    changes: Iterable[Mapping[str, Any]],
+    revision: int | None,
+    *,
+    version: str = "",
+    target: str = "",
+    profile: str = "",
+    offered: Collection[str] | None = None,
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    """Rename (or drop) packages the branch renamed at or before ``revision``.
+    """Carry a package list across releases: the branch's ``changes`` that took effect
+    at or before ``revision`` (all of them when it is unknown), then the shipped rules of
+    ``version`` for ``target`` and ``profile`` (:mod:`asu_ci.knowledge`).
 
-    Returns the new list and the changes that were applied, for build.json.
+    A change with ``source`` and ``target`` renames ``source`` (also ``-source``); one
+    with only ``source`` adds it and one with only ``target`` removes it, whatever the
+    request says, when ``mandatory``. A removal always drops the name from the request.
+    With ``offered`` (the names the release offers for the target, when known) nothing
+    is renamed to or added as a name it does not offer, so a change never turns a
+    request the release could build into one it cannot.
+
+    Returns the new list and the records of what was applied, for build.json.
     """
     words = list(packages)
     applied: list[dict[str, Any]] = []
     for change in changes:
-        if revision is not None and revision < int(change.get("revision", 0)):
+        rev = int(change.get("revision") or 0)
+        if revision is not None and revision < rev:
             continue
-        source, target = change.get("source"), change.get("target")
-        for i, word in enumerate(words):
-            removal = word.startswith("-")
-            if word.lstrip("-") != source:
-                continue
-            if target:
-                words[i] = f"-{target}" if removal else str(target)
-            else:
-                words[i] = ""
-            applied.append({"source": source, "target": target, "revision": change["revision"]})
+        source, renamed = change.get("source"), change.get("target")
+        mandatory = bool(change.get("mandatory"))
+        record = {"source": source, "target": renamed, "revision": rev}
+        if mandatory:
+            record["mandatory"] = True
+        if _apply_change(words, source, renamed, mandatory, offered):
+            applied.append(record)
+    if version:
+        rules = knowledge.load().rules_for(version, target, profile)
+        applied += knowledge.apply_rules(words, rules, offered)
     return [w for w in dict.fromkeys(words) if w], applied
+
+
+def offered_names(index: Index, version: str, target: str, profile: str) -> frozenset[str] | None:
+    """The names a request for ``profile`` may name: the index's packages of the target
+    and the profile's default and device packages; None when the index has no list."""
+    known = index.package_names(version, target)
+    found = index.profile(version, target, profile)
+    if known is None or found is None:
+        return None
+    builtin = [*found.get("default_packages", []), *found.get("device_packages", [])]
+    return known | frozenset(str(name) for name in builtin)
+
+
+def _apply_change(
+    words: list[str],
+    source: str | None,
+    target: str | None,
+    mandatory: bool,
+    offered: Collection[str] | None,
+) -> bool:
+    """Apply one change to ``words`` in place; True when it changed something."""
+    if source and target:
+        if offered is not None and target not in offered:
+            return False
+        hits = [i for i, w in enumerate(words) if w.lstrip("-") == source]
+        for i in hits:
+            words[i] = f"-{target}" if words[i].startswith("-") else target
+        return bool(hits)
+    if source:  # added
+        if not mandatory or source in words or (offered is not None and source not in offered):
+            return False
+        words[:] = [w for w in words if w != f"-{source}"]
+        words.append(source)
+        return True
+    if target:  # removed
+        before = len(words)
+        words[:] = [w for w in words if w.lstrip("-") != target]
+        if mandatory and offered is not None and target in offered:
+            words.append(f"-{target}")
+        return len(words) != before or (mandatory and f"-{target}" in words)
+    return False
 
 
 def normalize(request: BuildRequest, index: Index, server: Server) -> NormalizedRequest:
@@ -287,10 +346,16 @@ def _check_packages(request: NormalizedRequest, index: Index, profile: Mapping[s
         # the ImageBuilder decides (an impossible selection fails the build with its detail).
         return
     changes = index.package_changes(request.version)
-    wanted, _ = apply_package_changes(
-        request.requested_packages(), changes, revision_number(request.version_code)
-    )
     builtin = set(profile.get("default_packages", [])) | set(profile.get("device_packages", []))
+    wanted, _ = apply_package_changes(
+        request.requested_packages(),
+        changes,
+        revision_number(request.version_code),
+        version=request.version,
+        target=request.target,
+        profile=request.profile,
+        offered=known | builtin,
+    )
     unknown = [w for w in wanted if not w.startswith("-") and w not in known and w not in builtin]
     if unknown:
         raise UnknownPackagesError(unknown)

@@ -28,6 +28,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from asu_ci import knowledge
 from asu_ci.config import Branch
 from asu_ci.errors import ConfigError, UpstreamError
 from asu_ci.upstream.source import Fetched, Upstream, load_json
@@ -340,6 +341,7 @@ def _complete(branch: Branch, versions: list[str]) -> Branch:
         update["path_packages"] = "snapshots/packages"
     if branch.git_branch is None:
         update["git_branch"] = "main" if branch.snapshot else f"openwrt-{branch.name}"
+    update.update(knowledge.complete_branch(branch))
     return branch.model_copy(update=update)
 
 
