@@ -17,7 +17,14 @@ import requests
 
 from tests.support import ib_tool
 from tests.support.imagebuilder import unpack_imagebuilder
-from tests.support.mirror import MODERN_TARGETS, MirrorServer, json_of
+from tests.support.mirror import (
+    MODERN_TARGETS,
+    MirrorServer,
+    add_target,
+    build_mirror,
+    derive_profiles,
+    json_of,
+)
 from tests.support.packages import (
     KMODS,
     apk_index_document,
@@ -137,6 +144,9 @@ def test_24_10_kmods_feed_and_renames(modern_mirror: MirrorServer) -> None:
             requests.get(modern_mirror.url_for(f"{rel}/Packages.gz"), timeout=10).content
         ).decode()
         feeds[feed] = {p.name for p in parse_packages(text)}
+        v1 = requests.get(modern_mirror.url_for(f"{rel}/index.json"), timeout=10).json()
+        assert set(v1) == {"architecture", "packages"}  # "version 1": no version key
+        assert set(v1["packages"]) == feeds[feed]  # names keep their ABI suffix
     assert feeds[KMODS] and all(name.startswith("kmod-") for name in feeds[KMODS])
     assert not any(
         name.startswith("kmod-") for feed, names in feeds.items() if feed != KMODS for name in names
@@ -330,15 +340,21 @@ def test_apk_conflict_message(apk_ib: Path, modern_mirror: MirrorServer) -> None
     )
 
 
-def test_apk_overwrite_message(apk_ib: Path) -> None:
-    result = make(apk_ib, "manifest", f"PROFILE={PROFILE}", "PACKAGES=tc-tiny tc-full")
+@pytest.mark.parametrize("command", ["manifest", "image"])
+def test_apk_overwrite_message(apk_ib: Path, tmp_path: Path, command: str) -> None:
+    result = make(
+        apk_ib, command, f"PROFILE={PROFILE}", "PACKAGES=tc-tiny tc-full", f"BIN_DIR={tmp_path}"
+    )
     assert result.returncode != 0
     assert re.search(
         r"^ERROR: tc-tiny-\S+: trying to overwrite usr/sbin/tc owned by tc-full-\S+\.$",
         result.stderr,
         re.MULTILINE,
     ), result.stderr
-    assert re.search(r"^1 error; \d+ MiB in \d+ packages$", result.stdout, re.MULTILINE)
+    # apk's summary goes to stdout, which `make manifest` sends to /dev/null
+    summary = re.search(r"^1 error; \d+ MiB in \d+ packages$", result.stdout, re.MULTILINE)
+    assert (summary is not None) == (command == "image")
+    assert not list(tmp_path.glob("*.bin"))
 
 
 def test_apk_image(apk_ib: Path, tmp_path: Path) -> None:
@@ -437,3 +453,78 @@ def test_modern_targets_all_have_imagebuilders(modern_mirror: MirrorServer) -> N
         assert entry.archive_rel is not None
         head = requests.head(modern_mirror.url_for(entry.archive_rel), timeout=10)
         assert head.status_code == 200 and int(head.headers["Content-Length"]) > 1000
+
+
+def test_upgrade_flow_packages_exist_in_each_era(modern_mirror: MirrorServer) -> None:
+    """What a 23.05 → 24.10 → 25.12 upgrade renames is there on each side."""
+    assert modern_mirror.info is not None
+    names = {
+        version: {p.name for p in modern_mirror.info.target(version, TARGET).packages}
+        for version in ("23.05.4", "24.10.0", "25.12.0")
+    }
+    tls = {
+        "libustream-wolfssl20201210",
+        "libustream-mbedtls20201210",
+        "px5g-wolfssl",
+        "px5g-mbedtls",
+        "wpad-basic-wolfssl",
+        "wpad-basic-mbedtls",
+        "kmod-nft-nat6",
+    }
+    for version in names:
+        assert tls <= names[version], version
+    assert {"auc", "luci-app-opkg", "luci-i18n-opkg-de", "opkg", "firewall4"} <= names["23.05.4"]
+    later = {
+        "owut",
+        "luci-app-package-manager",
+        "luci-i18n-package-manager-de",
+        "luci-app-diag-core",
+        "ipq-wifi-tplink_archer-c6-v2",
+    }
+    assert later <= names["24.10.0"] and later <= names["25.12.0"]
+    assert "opkg" in names["24.10.0"] and "apk-mbedtls" not in names["24.10.0"]
+    assert "apk-mbedtls" in names["25.12.0"] and "opkg" not in names["25.12.0"]
+    for version in ("24.10.0", "25.12.0"):
+        assert not {"auc", "luci-app-opkg", "luci-i18n-opkg-de"} & names[version]
+        profiles = modern_mirror.info.target(version, TARGET).profiles["profiles"]
+        assert "ipq-wifi-tplink_archer-c6-v2" in profiles["tplink_archer-c6-v2"]["device_packages"]
+
+
+def test_snapshot_imagebuilder_builds(modern_mirror: MirrorServer, tmp_path: Path) -> None:
+    assert modern_mirror.info is not None
+    entry = modern_mirror.info.target("SNAPSHOT", TARGET)
+    assert entry.rel == "snapshots/targets/ath79/generic"
+    assert entry.archive_path is not None
+    ib = unpack_imagebuilder(entry.archive_path, tmp_path / "ib")
+    assert ib.name == "openwrt-imagebuilder-ath79-generic.Linux-x86_64"
+    lines = (ib / "repositories").read_text().splitlines()
+    assert all(line.startswith("https://downloads.openwrt.org/snapshots/") for line in lines)
+    bin_dir = tmp_path / "bin"
+    result = make(ib, "image", f"PROFILE={PROFILE}", f"BIN_DIR={bin_dir}", "EXTRA_IMAGE_NAME=x")
+    assert result.returncode == 0, result.stderr
+    assert (bin_dir / f"openwrt-x-ath79-generic-{PROFILE}-squashfs-sysupgrade.bin").is_file()
+    profiles = json.loads((bin_dir / "profiles.json").read_text())
+    assert profiles["version_number"] == "SNAPSHOT"
+    assert profiles["linux_kernel"]["version"] == entry.shape.kernel  # type: ignore[union-attr]
+
+
+def test_linux_kernel_of_the_profiles_names_the_kmods_feed(tmp_path: Path) -> None:
+    info = build_mirror(tmp_path, targets=())
+    document = derive_profiles("24.10.1", TARGET, release_shape("24.10.1"))
+    document["linux_kernel"] = {"version": "6.6.86", "release": "2", "vermagic": "ab" * 16}
+    entry = add_target(
+        info, "24.10.1", TARGET, profiles=document, package_count=600, with_imagebuilder=False
+    )
+    assert entry.kmods_version == "6.6.86-2-" + "ab" * 16
+    assert entry.kmods_rel == f"releases/24.10.1/targets/{TARGET}/kmods/{entry.kmods_version}"
+    feed = info.root / entry.kmods_rel / "Packages"
+    kmods = parse_packages(feed.read_text())
+    assert kmods and all(p.name.startswith("kmod-") for p in kmods)
+    assert {p.version for p in kmods} == {"6.6.86-r1"}
+    del document["linux_kernel"]
+    plain = add_target(
+        info, "24.10.2", TARGET, profiles=document, package_count=600, with_imagebuilder=False
+    )
+    assert plain.kmods_rel is None
+    core = parse_packages((info.root / plain.feed_rels["core"] / "Packages").read_text())
+    assert any(p.name.startswith("kmod-") for p in core)

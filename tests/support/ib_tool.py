@@ -693,13 +693,15 @@ def ecdsa_verify(point: tuple[int, int], data: bytes, signature: bytes) -> bool:
 
 
 def _apk_keys() -> dict[str, tuple[int, int]]:
-    """key id (first 16 bytes of SHA-512 over the DER) → point, of keys/*.pem."""
+    """key id → point, of keys/*.pem; the id is the first 16 bytes of SHA-512
+    over the uncompressed point, as apk-tools computes it."""
     keys: dict[str, tuple[int, int]] = {}
     folder = TOPDIR / "keys"
     for path in sorted(folder.glob("*.pem")) if folder.is_dir() else []:
         parsed = pem_public_key(path.read_text(encoding="utf-8", errors="replace"))
         if parsed is not None:
-            keys[hashlib.sha512(parsed[0]).digest()[:16].hex()] = parsed[1]
+            point = parsed[0][len(_P256_SPKI_PREFIX) :]
+            keys[hashlib.sha512(point).digest()[:16].hex()] = parsed[1]
     return keys
 
 
@@ -730,6 +732,8 @@ _VIRTUAL_NOTE = (
     "explicitly",
 )
 """apk's note under a virtual name, as the words apk_print_indented_words wraps."""
+_APK_STRICT = {"<": "<<", ">": ">>"}
+"""apk's ``<``/``>`` are strict; :func:`version_satisfies` reads them the old opkg way."""
 _APK_DEP_RE = re.compile(r"^(!?)([^<>=~!]+?)(?:(<=|>=|<|>|=|~)(.+))?$")
 
 
@@ -863,6 +867,7 @@ class ApkResolver:
         self.virtual: dict[str, list[_Need]] = {}
 
     def _pick(self, name: str, op: str | None, version: str | None) -> ApkPkg | str | None:
+        op = _APK_STRICT.get(op or "", op)
         real = [
             p for p in self.index.by_name.get(name, []) if version_satisfies(p.version, op, version)
         ]
@@ -1000,7 +1005,7 @@ def apk_resolve(ctx: Context, index: ApkIndex, names: list[str]) -> dict[str, Ap
     mib = -(-sum(p.installed_size for p in ordered) // (1 << 20))
     summary = f"{mib} MiB in {len(ordered)} packages"
     if errors:
-        _print(f"{errors} error{'s' if errors > 1 else ''}; {summary}")
+        ctx.out(f"{errors} error{'s' if errors > 1 else ''}; {summary}")
         raise BuildError
     ctx.out(f"OK: {summary}")
     return resolver.selected

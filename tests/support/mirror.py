@@ -28,8 +28,10 @@ the version and overridable with ``build_mirror(shapes={version: shape})``:
 * 24.10.x (and 23.05.6+): opkg; ``profiles.json`` has ``linux_kernel``
   ``{version, release, vermagic}``; every ``kmod-*`` is only in
   ``<v>/targets/<t>/<s>/kmods/<version>-<release>-<vermagic>/Packages{,.gz,.sig}``
-  (:attr:`TargetInfo.kmods_rel`); ImageBuilder ``.tar.zst`` whose
-  ``repositories.conf`` lists the kmods feed;
+  (:attr:`TargetInfo.kmods_rel`); every feed also has the "version 1"
+  ``index.json`` of ``package/Makefile`` (no ``version`` key, ABI suffixes
+  kept); ImageBuilder ``.tar.zst`` whose ``repositories.conf`` lists the kmods
+  feed;
 * 25.12.x and SNAPSHOT: apk; every feed (core, kmods, arch feeds) is a
   ``packages.adb`` (a STAND-IN, see ``packages.py``; signed with the
   mirror's ECDSA key :attr:`MirrorInfo.apk_key`) with the real
@@ -94,6 +96,7 @@ from tests.support.packages import (
     split_feeds,
     write_apk_feed,
     write_apk_index,
+    write_opkg_index_json,
     write_packages,
 )
 from tests.support.usign import SecretKey, generate_keypair, sign
@@ -287,8 +290,17 @@ def _write_feed(
     if shape is not None and shape.apk:
         write_apk_feed(directory, arch, list(records), info.apk_key)
         return
+    records = list(records)
     plain, _ = write_packages(directory, format_packages(records))
     _sign_file(info.secret_key, plain)
+    if shape is not None and shape.era == "24.10":
+        write_opkg_index_json(directory, arch, records)
+
+
+_LATER_DEVICE_PACKAGES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("ath79/generic", "tplink_archer-c6-v2"): ("ipq-wifi-tplink_archer-c6-v2",),
+}
+"""Device packages a profile gained in 24.10 (asu's package_changes.py)."""
 
 
 def derive_profiles(version: str, target: str, shape: ReleaseShape) -> dict[str, Any]:
@@ -320,6 +332,10 @@ def derive_profiles(version: str, target: str, shape: ReleaseShape) -> dict[str,
             images.append(renamed)
         entry["images"] = images
         profiles[pid] = entry
+    if shape.era != "23.05":
+        for (where, pid), extra in _LATER_DEVICE_PACKAGES.items():
+            if where == target and pid in profiles:
+                profiles[pid]["device_packages"] = [*profiles[pid]["device_packages"], *extra]
     document["profiles"] = profiles
     document["version_number"] = version
     document["version_code"] = shape.revision
@@ -385,9 +401,12 @@ def add_target(
     """Publish one (version, target): its feeds, ImageBuilder and ``sha256sums``.
 
     The release's shape is ``info.shape(version)``; ``compression`` overrides
-    its archive compression. The arch feeds are (re)written for the target's
-    architecture; several targets of one architecture share them (the same
-    generated universe, which covers the device packages of all of them).
+    its archive compression. The profiles document decides the kmods feed: its
+    ``linux_kernel`` names the folder, and without one there is no kmods feed
+    (e.g. ``profiles=`` without ``linux_kernel`` for a 24.10 version). The
+    arch feeds are (re)written for the target's architecture; several targets
+    of one architecture share them (the same generated universe, which covers
+    the device packages of all of them).
     """
     shape = info.shape(version)
     fixture = UPSTREAM_FIXTURES / version_path(version) / "targets" / target / "profiles.json"
@@ -400,11 +419,20 @@ def add_target(
     else:
         document = derive_profiles(version, target, shape)
         derived = True
-    if shape.kmods_feed and "linux_kernel" not in document:
-        shape = dataclasses.replace(shape, kmods_feed=False)
     arch = str(document["arch_packages"])
     revision = str(document.get("version_code") or shape.revision)
     shape = dataclasses.replace(shape, revision=revision)
+    kernel = document.get("linux_kernel")
+    if isinstance(kernel, dict):
+        shape = dataclasses.replace(
+            shape,
+            kmods_feed=True,
+            kernel=str(kernel["version"]),
+            kernel_release=str(kernel["release"]),
+            kernel_vermagic=str(kernel["vermagic"]),
+        )
+    elif shape.kmods_feed:
+        shape = dataclasses.replace(shape, kmods_feed=False)
     required = set(required_packages(document))
     for (other_version, _), other in info.targets.items():
         if other_version == version and other.arch == arch:

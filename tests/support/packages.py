@@ -1018,6 +1018,10 @@ class ReleaseShape:
     """Linux version of the kmods (``linux_kernel.version``)."""
     revision: str
     """``version_code`` of the release."""
+    kernel_release: str = "1"
+    """``linux_kernel.release``."""
+    kernel_vermagic: str = ""
+    """``linux_kernel.vermagic`` when given (e.g. by a real profiles.json)."""
 
     @property
     def apk(self) -> bool:
@@ -1025,12 +1029,10 @@ class ReleaseShape:
 
     @property
     def vermagic(self) -> str:
-        """``linux_kernel.vermagic``: 32 hex digits derived from the revision."""
+        """``linux_kernel.vermagic``: given, or 32 hex digits derived from the revision."""
+        if self.kernel_vermagic:
+            return self.kernel_vermagic
         return hashlib.md5(self.revision.encode(), usedforsecurity=False).hexdigest()
-
-    @property
-    def kernel_release(self) -> str:
-        return "1"
 
     @property
     def kmods_dir(self) -> str:
@@ -1176,6 +1178,54 @@ def era_default_packages(defaults: Iterable[str], era: str) -> list[str]:
     return sorted(set(result))
 
 
+def _era_extras(era: str) -> tuple[_Known, ...]:
+    """Packages upgrade flows across releases need, generated with their own
+    random stream so that the rest of a 23.05 universe stays as it was: the
+    TLS variants (``*-wolfssl`` / ``*-mbedtls``), ``kmod-nft-nat6``, the
+    ``luci-i18n-opkg-*`` → ``luci-i18n-package-manager-*`` language packs and,
+    from 24.10, ``ipq-wifi-tplink_archer-c6-v2`` (asu's package_changes.py)."""
+    tls = (
+        _kmod("kmod-nft-nat6", "kmod-nft-nat"),
+        _k(
+            "libustream-wolfssl20201210",
+            "2023-02-25-498f6e26-1",
+            "base",
+            "libs",
+            f"libc, {_UBOX}, libwolfssl5.7.2.e624513f",
+            provides="libustream-wolfssl, libustream-ssl",
+            abi="20201210",
+            license="ISC",
+        ),
+        _k("px5g-mbedtls", "10", "base", "utils", "libc, libmbedtls12", conflicts="px5g-wolfssl"),
+        _k(
+            "px5g-wolfssl",
+            "9",
+            "base",
+            "utils",
+            "libc, libwolfssl5.7.2.e624513f",
+            conflicts="px5g-mbedtls",
+        ),
+    )
+    if era == "23.05":
+        app = "luci-app-opkg"
+        return (*tls, *(_luci(f"luci-i18n-opkg-{lang}", app) for lang in ("de", "fr")))
+    app = "luci-app-package-manager"
+    return (
+        *tls,
+        *(_luci(f"luci-i18n-package-manager-{lang}", app) for lang in ("de", "fr")),
+        _k(
+            "ipq-wifi-tplink_archer-c6-v2",
+            "2024-09-20-6c8e8ef2-1",
+            CORE,
+            "firmware",
+            "",
+            source="package/firmware/ipq-wifi",
+            license="ISC",
+            description="Board data file for TP-Link Archer C6 v2.",
+        ),
+    )
+
+
 _PRIORITY = {"nftables-json": 100, "apk-mbedtls": 100, "libustream-mbedtls20201210": 100}
 """``provider_priority`` of the default variants (apk resolves a provided name by it)."""
 
@@ -1308,6 +1358,29 @@ def package_records(
                 arch=arch,
                 section=known.section,
                 depends=known_depends,
+                provides=known.provides,
+                conflicts=known.conflicts,
+                abi=known.abi,
+                source=known.source,
+                license=known.license,
+                arch_all=known.arch_all,
+                description=known.description,
+            )
+        )
+
+    extra_rng = random.Random(_arch_seed(arch, seed) ^ 0x5EED)
+    for known in _era_extras(era):
+        if era != "23.05":
+            known = _era_known(known, era)
+        add(
+            _record(
+                extra_rng,
+                name=known.name,
+                version=kmod_version if known.name.startswith("kmod-") else known.version,
+                feed=known.feed,
+                arch=arch,
+                section=known.section,
+                depends=[d.replace("@KERNEL@", kernel_version) for d in known.depends],
                 provides=known.provides,
                 conflicts=known.conflicts,
                 abi=known.abi,
@@ -1607,15 +1680,16 @@ class ApkKey:
 
     @property
     def key_id(self) -> str:
-        """Hex of the first 16 bytes of SHA-512 over the public key's DER, as an
-        ADB signature names its key."""
+        """Hex of the first 16 bytes of SHA-512 over the public key as
+        ``i2d_PublicKey`` encodes it (the uncompressed EC point): how an ADB
+        signature names its key (apk-tools ``crypto_openssl.c`` apk_pkey_init)."""
         from cryptography.hazmat.primitives import serialization
 
         public = serialization.load_pem_public_key(self.public_pem.encode())
-        der = public.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        point = public.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
-        return hashlib.sha512(der).digest()[:16].hex()
+        return hashlib.sha512(point).digest()[:16].hex()
 
 
 def generate_apk_key(seed: bytes, name: str = "") -> ApkKey:
@@ -1695,6 +1769,14 @@ def write_packages(directory: Path, text: str) -> tuple[Path, Path]:
     """Write ``Packages`` and ``Packages.gz`` into ``directory``; return both paths."""
     plain = write_text(directory / "Packages", text)
     return plain, write_gzip(directory / "Packages.gz", text)
+
+
+def write_opkg_index_json(directory: Path, arch: str, records: Iterable[PackageRecord]) -> Path:
+    """The ``index.json`` an opkg feed of 24.10 has beside ``Packages``: what
+    ``package/Makefile``'s ``index`` target writes with sed, i.e. "version 1"
+    (no ``version`` key, names WITH their ABI suffix)."""
+    document = {"architecture": arch, "packages": {r.name: r.version for r in records}}
+    return write_text(directory / "index.json", json.dumps(document) + "\n")
 
 
 def write_apk_index(directory: Path, arch: str, packages: Mapping[str, str]) -> Path:
