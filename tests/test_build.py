@@ -284,6 +284,25 @@ def test_matching_packages_versions_build(kit: Kit) -> None:
     assert body["manifest"]["busybox"] == version
 
 
+def test_provided_and_abi_names_in_packages_versions_build(kit: Kit) -> None:
+    """23.05: ``nftables`` is only provided (by the installed ``nftables-json``), and
+    ``libustream-mbedtls20201210`` is the ABI-suffixed name of what opkg's manifest
+    (``--strip-abi``) lists as ``libustream-mbedtls``: both are names the index
+    offers, so a request with them in packages_versions builds."""
+    aliases = kit.world.catalog.aliases(BUILD_VERSION, BUILD_TARGET)
+    assert "nftables-json" in aliases["nftables"]
+    assert aliases["libustream-mbedtls20201210"] == ["libustream-mbedtls"]
+    manifest = kit.build(kit.request(packages=["libustream-mbedtls"]))["manifest"]
+    wanted = {
+        "nftables": manifest["nftables-json"],
+        "libustream-mbedtls20201210": manifest["libustream-mbedtls"],
+    }
+    body = kit.build(kit.request(packages=["libustream-mbedtls"], packages_versions=wanted))
+    assert (
+        "nftables" not in body["manifest"] and "libustream-mbedtls20201210" not in body["manifest"]
+    )
+
+
 # --- failures ------------------------------------------------------------------------------
 
 
