@@ -9,9 +9,12 @@
    second process with the same request waits and then finds the result;
 4. the ImageBuilder is located in ``sha256sums``, verified and unpacked once
    into the shared cache (:mod:`asu_ci.build.imagebuilder`), and copied into a
-   private working tree ``<data>/work/<hash>/``;
+   private working tree ``<data>/work/<hash>/``; when the archive or its
+   revision moved upstream meanwhile, upstream is read again once first;
 5. ``make info``, ``make manifest`` and ``make image`` run as argv lists with a
-   sanitized environment and the build timeout, never through a shell;
+   sanitized environment and the build timeout, never through a shell; opkg's
+   and apk's manifests and complaints are read alike, and ``packages_versions``
+   is checked against what installed each requested name;
 6. the images, ``sha256sums``, ``profiles.json`` and the manifest are collected
    in a hidden staging folder beside the store folder and published with one
    rename each, ``build.json`` and then ``status.json`` last.
@@ -208,8 +211,10 @@ class _Selection:
 
     def detail(self) -> str | None:
         parts = []
-        if self.missing:
-            parts.append(f"missing ({', '.join(dict.fromkeys(self.missing))})")
+        # opkg says "Cannot install package x" of a conflicting x too: a conflict is no gap.
+        missing = [name for name in self.missing if name not in self.conflicts]
+        if missing:
+            parts.append(f"missing ({', '.join(dict.fromkeys(missing))})")
         if self.conflicts:
             parts.append(f"conflicts ({', '.join(dict.fromkeys(self.conflicts))})")
         for name, providers in self.virtual.items():
