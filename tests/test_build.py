@@ -223,7 +223,8 @@ def test_build_cmd_words_are_single_argv_words(kit: Kit) -> None:
     for word in argv:
         name, _, value = word.partition("=")
         if name == "PACKAGES":
-            assert value.split(" ") == ["luci", "-ppp"]
+            # kmod-nft-nat6 is a mandatory addition of the shipped changes (r20282).
+            assert value.split(" ") == ["kmod-nft-nat6", "luci", "-ppp"]
         else:
             assert not any(c.isspace() or c in "$'\"`;\\" for c in word), word
     assert "ROOTFS_PARTSIZE=256" in argv
@@ -273,8 +274,12 @@ def test_filesystem_selects_the_published_images(kit: Kit) -> None:
 def test_package_renames_are_applied_and_reported(kit: Kit) -> None:
     body = kit.build(kit.request(packages=["luci-app-oldname"]))
     assert body["package_changes"] == [
-        {"source": "luci-app-oldname", "target": "luci", "revision": 20000}
+        # shipped with asu-ci: added whatever the request says (mandatory)
+        {"source": "kmod-nft-nat6", "target": None, "revision": 20282, "mandatory": True},
+        # the operator's own entry in the branch's configuration
+        {"source": "luci-app-oldname", "target": "luci", "revision": 20000},
     ]
+    assert "kmod-nft-nat6" in body["manifest"]
     assert "luci" in body["manifest"] and "luci-app-oldname" not in body["manifest"]
 
 
@@ -282,6 +287,25 @@ def test_matching_packages_versions_build(kit: Kit) -> None:
     version = kit.build(kit.request())["manifest"]["busybox"]
     body = kit.build(kit.request(packages_versions={"busybox": version}))
     assert body["manifest"]["busybox"] == version
+
+
+def test_provided_and_abi_names_in_packages_versions_build(kit: Kit) -> None:
+    """23.05: ``nftables`` is only provided (by the installed ``nftables-json``), and
+    ``libustream-mbedtls20201210`` is the ABI-suffixed name of what opkg's manifest
+    (``--strip-abi``) lists as ``libustream-mbedtls``: both are names the index
+    offers, so a request with them in packages_versions builds."""
+    aliases = kit.world.catalog.aliases(BUILD_VERSION, BUILD_TARGET)
+    assert "nftables-json" in aliases["nftables"]
+    assert aliases["libustream-mbedtls20201210"] == ["libustream-mbedtls"]
+    manifest = kit.build(kit.request(packages=["libustream-mbedtls"]))["manifest"]
+    wanted = {
+        "nftables": manifest["nftables-json"],
+        "libustream-mbedtls20201210": manifest["libustream-mbedtls"],
+    }
+    body = kit.build(kit.request(packages=["libustream-mbedtls"], packages_versions=wanted))
+    assert (
+        "nftables" not in body["manifest"] and "libustream-mbedtls20201210" not in body["manifest"]
+    )
 
 
 # --- failures ------------------------------------------------------------------------------
@@ -332,7 +356,7 @@ def test_unknown_package_in_the_imagebuilder(
     world = private_world(add_ghost)
     kit = _kit(world, tmp_path, own_data=True)
     status = _fails(kit, kit.request(packages=["asu-ghost"]), "Impossible package selection")
-    assert status["detail"] == "Impossible package selection: missing (asu-ghost) conflicts ()"
+    assert status["detail"] == "Impossible package selection: missing (asu-ghost)"
 
 
 def test_image_too_big(private_world: Callable[..., BuildWorld], tmp_path: Path) -> None:
@@ -635,7 +659,7 @@ def test_parsers_read_the_real_formats() -> None:
         " * opkg_install_cmd: Cannot install package nope.\n"
     )
     assert job.impossible_selection(opkg) == (
-        "Impossible package selection: missing (libfoo, libbar, nope) conflicts ()"
+        "Impossible package selection: missing (libfoo, libbar, nope)"
     )
     apk = (
         "ERROR: unable to select packages:\n  nope (no such package):\n"
@@ -643,7 +667,7 @@ def test_parsers_read_the_real_formats() -> None:
         "    conflicts: dnsmasq-2.90-r1[dnsmasq]\n"
     )
     assert job.impossible_selection(apk) == (
-        "Impossible package selection: missing (nope) conflicts (dnsmasq)"
+        "Impossible package selection: missing (nope) conflicts (dnsmasq-full, dnsmasq)"
     )
     assert job.package_words(["b", "a", "-c"], info, "8dev_carambola2", False) == ["a", "b", "-c"]
     assert job.package_words(["busybox"], info, "8dev_carambola2", True) == [

@@ -71,7 +71,13 @@ LINKABLE_SUFFIXES = (".ipk", ".apk")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *]([^/\s]+)$")
 _ARCHIVE_SUFFIXES = (".tar.zst", ".tar.xz")
+_KMODS_FEED = re.compile(r"/targets/[^/\s]+/[^/\s]+/kmods/[^/\s]+")
 _CHUNK = 1 << 20
+
+
+class ArchiveChangedError(ImageBuilderError):
+    """The downloaded archive is not the one ``sha256sums`` listed: upstream may
+    have replaced it since (a snapshot rebuild), or the download was damaged."""
 
 
 @dataclass(frozen=True)
@@ -263,7 +269,7 @@ class ImageBuilderCache:
             actual = file_sha256(download)
             prepared.timings["download"] = time.monotonic() - started
             if actual != archive.sha256:
-                raise ImageBuilderError(
+                raise ArchiveChangedError(
                     f"The ImageBuilder {archive.name} does not match its sha256sums entry "
                     f"(expected {archive.sha256}, got {actual}); refusing to unpack it"
                 )
@@ -551,7 +557,11 @@ def configure_repositories(
     opkg ImageBuilders read ``repositories.conf`` (``src/gz <name> <url>``
     lines; the local ``src imagebuilder file:packages`` feed always stays),
     apk ones ``repositories`` (one URL of a ``packages.adb`` per line; local
-    ``file:``/path lines stay). ``keys`` go into ``keys/``: usign keys named
+    ``file:``/path lines stay). The kernel-module feed
+    (``targets/<t>/<s>/kmods/<kernel>/``, listed by the ImageBuilders of 24.10
+    and later) stays in either mode: it is made for this ImageBuilder's kernel,
+    no other feed can stand in for it, and without it not even the device's
+    own kernel modules install. ``keys`` go into ``keys/``: usign keys named
     after their key number (opkg), PEM keys as ``asu-<digest>.pem`` (apk).
     Files are replaced, never written in place, so a hard link to the shared
     tree could not carry the change there either. Returns the feed lines added.
@@ -577,7 +587,7 @@ def configure_repositories(
         if not re.fullmatch(r"[A-Za-z0-9._~%+/:-]+", word):
             raise BuildError(f"Repository line {word!r} has characters a feed line cannot take")
     if mode == "replace":
-        lines = [line for line in lines if not remote.match(line)]
+        lines = [line for line in lines if not remote.match(line) or _KMODS_FEED.search(line)]
     remotes = [i for i, line in enumerate(lines) if remote.match(line)]
     local = [i for i, line in enumerate(lines) if not apk and re.match(r"^\s*src\s", line)]
     at = remotes[-1] + 1 if remotes else local[0] if local else len(lines)

@@ -9,9 +9,12 @@
    second process with the same request waits and then finds the result;
 4. the ImageBuilder is located in ``sha256sums``, verified and unpacked once
    into the shared cache (:mod:`asu_ci.build.imagebuilder`), and copied into a
-   private working tree ``<data>/work/<hash>/``;
+   private working tree ``<data>/work/<hash>/``; when the archive or its
+   revision moved upstream meanwhile, upstream is read again once first;
 5. ``make info``, ``make manifest`` and ``make image`` run as argv lists with a
-   sanitized environment and the build timeout, never through a shell;
+   sanitized environment and the build timeout, never through a shell; opkg's
+   and apk's manifests and complaints are read alike, and ``packages_versions``
+   is checked against what installed each requested name;
 6. the images, ``sha256sums``, ``profiles.json`` and the manifest are collected
    in a hidden staging folder beside the store folder and published with one
    rename each, ``build.json`` and then ``status.json`` last.
@@ -30,7 +33,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +54,7 @@ from asu_ci.identity.validate import (
     revision_number,
 )
 from asu_ci.index.catalog import Catalog
+from asu_ci.index.render import render_tree
 from asu_ci.publish import bodies
 from asu_ci.publish.base import Store
 from asu_ci.upstream.source import Upstream
@@ -72,6 +76,17 @@ _MAKE_PACKAGE = re.compile(r"^-?[A-Za-z0-9][A-Za-z0-9+._-]{0,127}$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
 _FOLDER_WORD = re.compile(r"^(BIN_DIR|FILES)=/.*$")
 _TOO_BIG = re.compile(r"is too big|out of space", re.IGNORECASE)
+_PACKAGE_WORD = re.compile(r"[A-Za-z0-9][\w+.-]*")
+_OPKG_MANIFEST = re.compile(r"^([A-Za-z0-9][A-Za-z0-9+._-]*) - ([A-Za-z0-9]\S*)$")
+_APK_MANIFEST = re.compile(r"^([A-Za-z0-9][A-Za-z0-9+._-]*) ([0-9]\S*)$")
+#: ``<name>-<version>`` as apk prints a package: versions start with a digit and
+#: hold no ``-`` but the ``-r<release>`` at their end.
+_APK_LABEL = re.compile(r"^(\S+)-([0-9][^-\s]*(?:-r[0-9]+)?)$")
+_APK_REPORT = re.compile(r"ERROR: (?:unable to select packages|unsatisfiable constraints):")
+_APK_OVERWRITE = re.compile(r"ERROR: (\S+): trying to overwrite .+ owned by (\S+?)\.?$")
+#: What OpenWrt appends to a library's name for its ABI version: the version
+#: itself, after a ``-`` when the name ends in a digit (include/package-pack.mk).
+_ABI_SUFFIX = re.compile(r"[0-9][0-9A-Za-z.+~_]*")
 
 
 class BuildStore(Store, Protocol):
@@ -162,23 +177,57 @@ def parse_info(text: str) -> Info:
 
 
 def parse_manifest(text: str) -> dict[str, str]:
-    """``{name: version}`` from ``make manifest``: ``name - version`` lines (opkg's
-    ``list-installed``) or ``name version`` lines (apk's ``list --manifest``)."""
+    """``{name: version}`` from ``make manifest``.
+
+    opkg's ``list-installed`` prints ``name - version`` (the ABI suffix removed
+    by ``STRIP_ABI=1``); apk's ``list --manifest`` prints ``name version``
+    with the installed name as is, ABI suffix included
+    (``libustream-mbedtls20201210``; the ImageBuilder ignores ``STRIP_ABI``
+    there). An apk version always starts with a digit, which keeps a stray
+    two-word line of other output out of the manifest.
+    """
     manifest = {}
     for line in text.splitlines():
-        match = re.match(
-            r"^([A-Za-z0-9][A-Za-z0-9+._-]*)(?: - | )([A-Za-z0-9][^\s]*)$", line.strip()
-        )
+        match = _OPKG_MANIFEST.match(line.strip()) or _APK_MANIFEST.match(line.strip())
         if match:
             manifest[match.group(1)] = match.group(2)
     return manifest
 
 
-def impossible_selection(output: str) -> str:
-    """The "Impossible package selection" detail from opkg's (or apk's) complaints."""
+def apk_name(label: str) -> str:
+    """The package name of apk's ``<name>-<version>`` (``dnsmasq-full-2.90-r2``),
+    with any ``[dependency]`` after it dropped; a bare name stays as it is."""
+    bare = label.split("[", 1)[0]
+    match = _APK_LABEL.match(bare)
+    return match.group(1) if match else bare
+
+
+@dataclass
+class _Selection:
+    """What a package manager's complaints name, in the order they name it."""
+
+    missing: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    virtual: dict[str, list[str]] = field(default_factory=dict)
+
+    def detail(self) -> str | None:
+        parts = []
+        # opkg says "Cannot install package x" of a conflicting x too: a conflict is no gap.
+        missing = [name for name in self.missing if name not in self.conflicts]
+        if missing:
+            parts.append(f"missing ({', '.join(dict.fromkeys(missing))})")
+        if self.conflicts:
+            parts.append(f"conflicts ({', '.join(dict.fromkeys(self.conflicts))})")
+        for name, providers in self.virtual.items():
+            choice = " | ".join(providers) if providers else "no package"
+            parts.append(f"virtual ({name}, provided by {choice}: name one of them)")
+        return "Impossible package selection: " + " ".join(parts) if parts else None
+
+
+def _opkg_complaints(output: str, found: _Selection) -> None:
+    """opkg's "Collected errors": unknown and uninstallable packages, conflicts,
+    dependencies nothing satisfies, files two packages both install."""
     failed: list[str] = []
-    missing: list[str] = []
-    conflicts: list[str] = []
     subjects: set[str] = set()
     section: list[str] | None = None
     for line in output.splitlines():
@@ -186,33 +235,138 @@ def impossible_selection(output: str) -> str:
         if match := re.search(r"Cannot install package (\S+?)\.?$", text):
             failed.append(match.group(1))
             section = None
-        elif match := re.search(r"Unknown package '([^']+)'|^(\S+) \(no such package\)", text):
-            missing.append(match.group(1) or match.group(2))
+        elif match := re.search(r"Unknown package '([^']+)'", text):
+            found.missing.append(match.group(1))
             section = None
         elif match := re.search(r"Cannot satisfy the following dependencies for (\S+?):?$", text):
             subjects.add(match.group(1))
-            section = missing
+            section = found.missing
         elif match := re.search(r"The following packages conflict with (\S+?):?$", text):
             subjects.add(match.group(1))
-            conflicts.append(match.group(1))
-            section = conflicts
-        elif match := re.match(r"conflicts: (.+)$", text):
-            conflicts += [re.sub(r"-[0-9][^\s]*$", "", w.split("[")[0]) for w in match[1].split()]
+            found.conflicts.append(match.group(1))
+            section = found.conflicts
+        elif match := re.search(r"check_data_file_clashes: Package (\S+) wants to install", text):
+            subjects.add(match.group(1))
+            found.conflicts.append(match.group(1))
+            section = None
+        elif match := re.search(r"already provided by package\s+\*?\s*(\S+)$", text):
+            found.conflicts.append(match.group(1))
+            section = None
         elif section is not None and line.lstrip().startswith("*"):
             body = re.sub(r"^\w+:", "", text)
             body = re.sub(r"\([^)]*\)", " ", body)
-            section.extend(w for w in body.split() if re.fullmatch(r"[A-Za-z0-9][\w+.-]*", w))
+            section.extend(w for w in body.split() if _PACKAGE_WORD.fullmatch(w))
         else:
             section = None
-    missing += [name for name in failed if name not in subjects]
-    if not missing and not conflicts:
-        errors = [ln.strip() for ln in output.splitlines() if "rror" in ln or ln.startswith(" *")]
-        hint = f" ({errors[-1][:200]})" if errors else ""
-        return f"Impossible package selection{hint}"
-    return (
-        f"Impossible package selection: missing ({', '.join(dict.fromkeys(missing))}) "
-        f"conflicts ({', '.join(dict.fromkeys(conflicts))})"
-    )
+    found.missing += [name for name in failed if name not in subjects]
+
+
+def _apk_complaints(output: str, found: _Selection) -> None:
+    """apk's report: ``ERROR: unable to select packages:`` (apk 3; apk 2 said
+    ``unsatisfiable constraints:``) with one block per name or package, and
+    ``ERROR: <pkg>-<ver>: trying to overwrite <file> owned by <pkg>-<ver>.``
+
+    A block is ``  <label>:`` and its ``    <field>: words`` lines (long ones
+    wrapped onto further, deeper lines). ``<name> (no such package)`` (apk 2:
+    ``(missing)``) is a missing name, ``<name> (virtual)`` a name only other
+    packages provide (``provided by:``); a package block with ``conflicts:``
+    or ``breaks:`` names packages that cannot go together.
+    """
+    blocks: list[tuple[str, dict[str, list[str]]]] = []
+    in_report = False
+    key = ""
+    for line in output.splitlines():
+        if match := _APK_OVERWRITE.search(line):
+            found.conflicts += [apk_name(match.group(1)), apk_name(match.group(2))]
+            in_report = False
+            continue
+        if _APK_REPORT.search(line):
+            in_report = True
+            continue
+        if not in_report:
+            continue
+        if match := re.match(r"^  (\S.*):$", line):
+            blocks.append((match.group(1), {}))
+            key = ""
+        elif blocks and (match := re.match(r"^    ([a-z_ ]+): (.*)$", line)):
+            key = match.group(1)
+            blocks[-1][1].setdefault(key, []).extend(match.group(2).split())
+        elif blocks and key and line.startswith("     ") and line.strip():
+            blocks[-1][1][key].extend(line.split())
+        else:
+            in_report = False
+    for label, fields in blocks:
+        if match := re.fullmatch(r"(\S+) \((?:no such package|missing)\)", label):
+            found.missing.append(match.group(1))
+        elif match := re.fullmatch(r"(\S+) \(virtual\)", label):
+            found.virtual[match.group(1)] = [apk_name(w) for w in fields.get("provided by", [])]
+        elif "conflicts" in fields or "breaks" in fields:
+            found.conflicts.append(apk_name(label))
+            for word in (*fields.get("conflicts", ()), *fields.get("breaks", ())):
+                if not word.startswith("world["):
+                    found.conflicts.append(apk_name(word))
+
+
+def impossible_selection(output: str) -> str:
+    """The "Impossible package selection" detail from opkg's or apk's complaints.
+
+    ``Impossible package selection: missing (a, b) conflicts (c, d)``, each
+    part only when it names something, plus ``virtual (<name>, provided by
+    x | y: name one of them)`` for a name apk cannot pick a provider for.
+    When neither package manager's messages can be read, the last error line
+    is quoted instead.
+    """
+    found = _Selection()
+    _opkg_complaints(output, found)
+    _apk_complaints(output, found)
+    detail = found.detail()
+    if detail is not None:
+        return detail
+    errors = [
+        ln.strip()
+        for ln in output.splitlines()
+        if "rror" in ln or ln.startswith(" *") or ln.startswith("ERROR")
+    ]
+    hint = f" ({errors[-1][:200]})" if errors else ""
+    return f"Impossible package selection{hint}"
+
+
+def installed_name(
+    name: str,
+    manifest: Mapping[str, str],
+    aliases: Mapping[str, Sequence[str]],
+    real_names: Collection[str],
+) -> str | None:
+    """The manifest entry that satisfies the requested ``name``, or None.
+
+    In this order: ``name`` itself; what the index says it stands for
+    (``aliases``: an ABI-suffixed full name → its real name, a provided name
+    → its providers) when that is installed; ``name`` plus an ABI suffix
+    (``libgcc`` → ``libgcc1``, ``libustream-mbedtls`` →
+    ``libustream-mbedtls20201210``, as apk's manifest names libraries), also
+    for a provider. An ABI-suffixed candidate that is a real package of its
+    own in the index (``libpcre2`` is not ``libpcre``) never counts.
+    """
+    if name in manifest:
+        return name
+    candidates = [name, *aliases.get(name, ())]
+    for candidate in candidates[1:]:
+        if candidate in manifest:
+            return candidate
+    for candidate in candidates:
+        if candidate.startswith("kmod-"):
+            continue  # kernel modules never carry an ABI suffix
+        joint = "-" if candidate[-1:].isdigit() else ""
+        found = [
+            installed
+            for installed in manifest
+            if installed.startswith(candidate + joint)
+            and installed not in real_names
+            and _ABI_SUFFIX.fullmatch(installed[len(candidate) + len(joint) :])
+        ]
+        if len(found) == 1:
+            return found[0]
+    return None
 
 
 def package_words(
@@ -369,41 +523,7 @@ class _Job:
         path = self.catalog.path_of(request.version)
         if path is None:
             raise RequestError(f"Unsupported version: {request.version}")
-        archive = imagebuilder.locate(
-            self.upstream,
-            path,
-            request.version,
-            request.target,
-            knowledge.trusted_keys(
-                self.settings, _signing_key(self.settings, self.catalog, request.version)
-            ),
-            allow_unsigned=self.settings.signatures.allow_unsigned,
-        )
-        cache = ImageBuilderCache(
-            self.settings.data_dir / "imagebuilders", self.upstream, self.settings.build
-        )
-        ib = self.work / "imagebuilder"
-        with cache.use(
-            request.version,
-            request.target,
-            archive,
-            on_step=self.step,
-            on_progress=self.on_progress,
-        ) as prepared:
-            self.timings.update(prepared.timings)
-            self.step("unpack_imagebuilder")
-            copy_started = time.monotonic()
-            imagebuilder.working_copy(prepared.root, ib)
-            self.timings["workspace"] = time.monotonic() - copy_started
-        with contextlib.suppress(OSError):
-            cache.evict(keep=prepared.root.parent)
-        if request.repositories:
-            imagebuilder.configure_repositories(
-                ib, request.repositories, request.repository_keys, request.repositories_mode
-            )
-        self.step("calculate_packages_hash")
-        info = parse_info(self._make(ib, ["info"], "info").stdout)
-        self._check_revision(info)
+        archive, ib, info = self._prepare(path)
         if request.profile not in info.profiles:
             raise BuildError(
                 f"The ImageBuilder has no profile {request.profile}; the index and the "
@@ -437,6 +557,106 @@ class _Job:
             shutil.rmtree(staging, ignore_errors=True)
         return body
 
+    def _locate(self, path: str) -> imagebuilder.Archive:
+        """The ImageBuilder listed in the target's ``sha256sums``, whose signature is
+        checked against the trusted keys first."""
+        request = self.request
+        return imagebuilder.locate(
+            self.upstream,
+            path,
+            request.version,
+            request.target,
+            knowledge.trusted_keys(
+                self.settings, _signing_key(self.settings, self.catalog, request.version)
+            ),
+            allow_unsigned=self.settings.signatures.allow_unsigned,
+        )
+
+    def _prepare(self, path: str) -> tuple[Archive, Path, Info]:
+        """The request's ImageBuilder in a private working copy, and its ``make info``.
+
+        Upstream moves under a build: a snapshot's ImageBuilder is replaced on
+        every rebuild, and the download server publishes a target's files one
+        after the other. So when the archive does not match the ``sha256sums``
+        just read, or ``make info`` reports another revision than the request
+        names, upstream is read once more (this version's index rendered again,
+        ``sha256sums`` fetched anew) and the build tried once more with what
+        that finds; a revision that stays wrong with the same archive fails
+        at once. A second failure stands.
+        """
+        request = self.request
+        reread = False
+        while True:
+            archive = self._locate(path)
+            ib = self.work / "imagebuilder"
+            shutil.rmtree(ib, ignore_errors=True)
+            try:
+                self._working_copy(archive, ib)
+            except imagebuilder.ArchiveChangedError:
+                if reread:
+                    raise
+                self._reread()
+                reread = True
+                continue
+            if request.repositories:
+                imagebuilder.configure_repositories(
+                    ib, request.repositories, request.repository_keys, request.repositories_mode
+                )
+            self.step("calculate_packages_hash")
+            info = parse_info(self._make(ib, ["info"], "info").stdout)
+            wanted = request.version_code
+            if not wanted or wanted == info.revision:
+                return archive, ib, info
+            if not reread:
+                self._reread()
+                reread = True
+                again = self._locate(path)
+                if again.sha256 != archive.sha256:
+                    self.step("download_imagebuilder")
+                    continue
+            listed = Catalog(self.catalog.public).revision(request.version, request.target)
+            now = f"; the index now lists {listed}" if listed else ""
+            raise BuildError(
+                f"Received incorrect version {info.revision} (requested {wanted}): the "
+                "ImageBuilder on the download server has another revision than the request, "
+                f"also after reading upstream again{now}; ask for the current one"
+            )
+
+    def _working_copy(self, archive: Archive, ib: Path) -> None:
+        """Download and unpack ``archive`` into the shared cache (once) and copy it to ``ib``."""
+        request = self.request
+        cache = ImageBuilderCache(
+            self.settings.data_dir / "imagebuilders", self.upstream, self.settings.build
+        )
+        with cache.use(
+            request.version,
+            request.target,
+            archive,
+            on_step=self.step,
+            on_progress=self.on_progress,
+        ) as prepared:
+            self.timings.update(prepared.timings)
+            self.step("unpack_imagebuilder")
+            copy_started = time.monotonic()
+            imagebuilder.working_copy(prepared.root, ib)
+            self.timings["workspace"] = time.monotonic() - copy_started
+        with contextlib.suppress(OSError):
+            cache.evict(keep=prepared.root.parent)
+
+    def _reread(self) -> None:
+        """Read this version from upstream again: its index is rendered anew (when
+        the job reads the index this machine renders), so the endpoint and the
+        next request see what upstream holds now. A failure to read is logged;
+        the build's own failure is what the requester then gets."""
+        version = self.request.version
+        log.info("%s: upstream moved under the build of %s; reading it again", self.key, version)
+        if self.catalog.public.resolve() != self.settings.public_dir.resolve():
+            return
+        try:
+            render_tree(self.settings, upstream=self.upstream, only={version})
+        except AsuCiError as exc:
+            log.warning("reading %s from upstream again failed: %s", version, exc.message)
+
     # --- make steps --------------------------------------------------------------------
 
     def _make(self, ib: Path, args: list[str], timing: str) -> proc.Result:
@@ -449,15 +669,6 @@ class _Job:
             )
         finally:
             self.timings[timing] = time.monotonic() - started
-
-    def _check_revision(self, info: Info) -> None:
-        wanted = self.request.version_code
-        if wanted and wanted != info.revision:
-            raise BuildError(
-                f"Received incorrect version {info.revision} (requested {wanted}): the "
-                "ImageBuilder on the download server has another revision than the request; "
-                "ask for the current one"
-            )
 
     def _manifest(self, ib: Path, words: list[str]) -> dict[str, str]:
         args = [
@@ -484,14 +695,28 @@ class _Job:
         return manifest
 
     def _check_versions(self, manifest: Mapping[str, str], applied: list[dict[str, Any]]) -> None:
+        """Each ``packages_versions`` entry must be installed in that version.
+
+        A requested name matches what installs it (:func:`installed_name`):
+        itself, its ABI-suffixed or real form, or the installed provider of a
+        provided name. A name a package change renamed is not checked.
+        """
+        request = self.request
         renamed = {str(c["source"]) for c in applied}
+        aliases = self.catalog.aliases(request.version, request.target)
+        offered = self.catalog.package_names(request.version, request.target) or frozenset()
+        real = offered - aliases.keys()
         wrong = []
-        for name, version in self.request.packages_versions:
+        for name, version in request.packages_versions:
             if name in renamed:
                 continue
-            got = manifest.get(name)
+            installed = installed_name(name, manifest, aliases, real)
+            got = manifest.get(installed) if installed is not None else None
             if got != version:
-                wrong.append(f"{name} (requested {version}, got {got or 'not installed'})")
+                what = got or "not installed"
+                if installed not in (None, name):
+                    what += f" as {installed}"
+                wrong.append(f"{name} (requested {version}, got {what})")
         if wrong:
             raise BuildError(
                 "Impossible package selection: package versions differ from the request: "
