@@ -286,7 +286,8 @@ def test_request_is_built_by_one_run_and_mirrored(world: Callable[..., World]) -
     # Mirrored: later polls are the static files.
     folder = w.store.folder(key)
     assert json.loads((folder / "build.json").read_text()) == done.json()
-    assert json.loads((folder / "status.json").read_text())["status"] == 200
+    # status.json turns 200 just after build.json appears (publish writes it second).
+    wait_for(lambda: json.loads((folder / "status.json").read_text())["status"] == 200)
     static = w.client.get(f"/store/{key}/build.json")
     assert static.status_code == 200
     assert static.json() == done.json()
