@@ -743,21 +743,57 @@ def test_upload_answer_lost_then_422_already_exists_is_done(
     assert len(names) == len(set(names)) == 6
 
 
-def test_racing_release_creation_uses_the_winner(
+def test_racing_publish_leaves_the_winner_and_drops_our_draft(
     fake_github: FakeGitHub, releases: ReleasesStore, tmp_path: Path
 ) -> None:
     folder = build_folder(tmp_path / "store", KEY, REQUEST)
-    # Another job creates the release between our look-up and our create.
+    # Another job publishes the tag between our uploads and our publishing.
     fake_github.fail_next(
-        "POST",
-        r"/releases$",
+        "PATCH",
+        r"/releases/\d+$",
         status=422,
-        apply=True,
         body={"message": "Validation Failed", "errors": [{"code": "already_exists"}]},
     )
     releases.publish(KEY, folder, build_body(KEY, REQUEST))
-    assert len(fake_github.releases) == 1
-    assert releases.is_complete(KEY)
+    assert fake_github.releases == []  # our draft is gone; the winner's release stands
+    assert len(fake_github.find_requests("DELETE", r"/releases/\d+$")) == 1
+
+
+def test_immutable_releases_are_drafted_uploaded_then_published(
+    fake_github: FakeGitHub, releases: ReleasesStore, tmp_path: Path
+) -> None:
+    fake_github.immutable_releases = True
+    folder = build_folder(tmp_path / "store", KEY, REQUEST)
+    releases.publish(KEY, folder, build_body(KEY, REQUEST))
+    (release,) = fake_github.releases
+    assert not release.draft
+    assert len(fake_github.assets_of(release.id)) == 6
+    create = fake_github.find_requests("POST", r"/releases$")[0].json
+    assert create["draft"] is True
+    patch = fake_github.find_requests("PATCH", r"/releases/\d+$")
+    assert [r.json["draft"] for r in patch] == [False]
+    last_upload = fake_github.find_requests("POST", r"/assets$")[-1].time
+    assert patch[0].time >= last_upload
+    assert releases.build(KEY) == build_body(KEY, REQUEST)
+    # Published: GitHub refuses any change, and publishing again sends none.
+    fake_github.clear_requests()
+    releases.publish(KEY, folder, build_body(KEY, REQUEST))
+    assert [r for r in fake_github.requests if r.method != "GET"] == []
+
+
+def test_reuse_compares_the_digest_and_replaces_unfinished_uploads(
+    fake_github: FakeGitHub, releases: ReleasesStore, tmp_path: Path
+) -> None:
+    folder = build_folder(tmp_path / "store", KEY, REQUEST)
+    release = fake_github.create_release(f"build-{KEY}")
+    same_size = bytes(len(image_bytes(KEY)))  # other bytes of the same length
+    fake_github.add_asset(release.id, IMAGE, same_size)
+    fake_github.add_asset(release.id, "sha256sums", b"", state="starter")
+    releases.publish(KEY, folder, build_body(KEY, REQUEST))
+    assets = {a.name: a for a in fake_github.assets_of(release.id)}
+    assert assets[IMAGE].data == image_bytes(KEY)
+    assert assets["sha256sums"].state == "uploaded"
+    assert assets["sha256sums"].data == (folder / "sha256sums").read_bytes()
 
 
 def test_rate_limited_upload_waits_and_goes_on(
