@@ -571,6 +571,41 @@ def built_here(local: LocalStore) -> list[str]:
     return found
 
 
+def verify_folder(local: LocalStore, request_hash: str, attestation: str | None = None) -> int:
+    """Check every image of a build folder against the sha256 its build.json names.
+
+    The publishing job runs this on what the build job (which ran ``make``
+    with the user's packages and held no write token) handed over, before it
+    creates the release: an image that is missing, altered or not named by
+    build.json stops it. ``attestation`` (the URL of the artifact
+    attestation made for these images) is written into build.json. Returns
+    the number of images checked.
+    """
+    folder = local.folder(request_hash)
+    build = local.build(request_hash)
+    if build is None or build.get("request_hash") != request_hash:
+        raise PublishError(f"{folder} has no build.json about request {request_hash}")
+    images = build.get("images")
+    if not isinstance(images, list) or not images:
+        raise PublishError(f"build.json of {request_hash} names no images")
+    named: set[str] = set()
+    for image in images:
+        name = image.get("name") if isinstance(image, dict) else None
+        expected = image.get("sha256") if isinstance(image, dict) else None
+        if not isinstance(name, str) or not ASSET_NAME.match(name) or not isinstance(expected, str):
+            raise PublishError(f"build.json of {request_hash} names an image badly: {image!r}")
+        path = folder / name
+        if not path.is_file() or path.is_symlink():
+            raise PublishError(f"{name} named by build.json is not in {folder}")
+        if _sha256(path) != "sha256:" + expected:
+            raise PublishError(f"{name} does not match the sha256 build.json names")
+        named.add(name)
+    if attestation is not None:
+        build["attestation"] = attestation
+        fsutil.write_json(folder / BUILD_FILE, build)
+    return len(named)
+
+
 def publish_folder(releases: ReleasesStore, local: LocalStore, request_hash: str) -> str:
     """Publish one local store folder to its release; says what was done."""
     build = local.build(request_hash)
