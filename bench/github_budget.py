@@ -138,10 +138,13 @@ def main() -> None:
     fake.check()
 
     login_of = {f"token {ENDPOINT_TOKEN}": ENDPOINT_LOGIN, f"token {ACTIONS_TOKEN}": ACTIONS_LOGIN}
-    login_of |= {f"Bearer {ENDPOINT_TOKEN}": ENDPOINT_LOGIN, f"Bearer {ACTIONS_TOKEN}": ACTIONS_LOGIN}
+    login_of |= {
+        f"Bearer {ENDPOINT_TOKEN}": ENDPOINT_LOGIN,
+        f"Bearer {ACTIONS_TOKEN}": ACTIONS_LOGIN,
+    }
     counts: Counter[tuple[str, str]] = Counter()
     limited = 0
-    for record in seen[: before_pages]:
+    for record in seen[:before_pages]:
         login = login_of.get(record.headers.get("authorization", ""), "anonymous")
         counts[(login, kind(record.method, record.path))] += 1
         limited += record.status in (403, 429)

@@ -100,7 +100,9 @@ def test_the_job_that_runs_make_holds_no_write_token() -> None:
     assert publish["needs"] == "build"
     uses = [str(step.get("uses", "")).split("@")[0] for step in publish["steps"]]
     assert "actions/download-artifact" in uses
-    assert "actions/upload-artifact" in [str(s.get("uses", "")).split("@")[0] for s in build["steps"]]
+    assert "actions/upload-artifact" in [
+        str(s.get("uses", "")).split("@")[0] for s in build["steps"]
+    ]
     names = [step.get("run", "") for step in publish["steps"]]
     verify = next(i for i, run in enumerate(names) if "asu-ci release verify" in run)
     attest = uses.index("actions/attest-build-provenance")

@@ -268,7 +268,9 @@ class ReleasesStore:
                 self._private = bool(self.repo.private)
             return self._private
 
-    def open_public(self, request_hash: str, name: str, *, head: bool = False) -> AssetStream | None:
+    def open_public(
+        self, request_hash: str, name: str, *, head: bool = False
+    ) -> AssetStream | None:
         """Start downloading an asset by its public URL: no API request, no token sent.
 
         GitHub answers with a redirect to its object storage, another host;
