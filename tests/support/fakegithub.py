@@ -1222,9 +1222,12 @@ class FakeGitHub:
             run.conclusion = conclusion
             run.updated_at = _now()
             for other in self._runs.values():
-                if other.group is not None and other.group == run.group:
-                    if other.status == "pending":
-                        other.status = "queued"  # the waiting run of the group goes next
+                if (
+                    other.group is not None
+                    and other.group == run.group
+                    and other.status == "pending"
+                ):
+                    other.status = "queued"  # the waiting run of the group goes next
             self._cond.notify_all()
             return self._copy_run(run)
 
