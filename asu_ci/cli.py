@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -527,6 +528,33 @@ def release_publish(ctx: typer.Context, hashes: HashesArg = None, public: Public
     finally:
         releases.close()
     typer.echo(f"release publish: {len(todo)} build(s) in {settings.github.repository}")
+
+
+@release_app.command("verify")
+def release_verify(
+    ctx: typer.Context,
+    request_hash: Annotated[str, typer.Argument(metavar="HASH", help="Request hash (64 hex).")],
+    attestation: Annotated[
+        str | None,
+        typer.Option(help="URL of the artifact attestation of the images, written to build.json."),
+    ] = None,
+    public: PublicOpt = None,
+) -> None:
+    """Check every image of <public>/store/HASH against the sha256 build.json names.
+
+    The publishing job runs it on the build job's output before creating the
+    release; a missing or altered image exits 3.
+    """
+    from asu_ci.errors import UsageError
+    from asu_ci.publish.local import LocalStore
+    from asu_ci.publish.releases import verify_folder
+
+    (checked,) = _hashes([request_hash])
+    if attestation is not None and not re.fullmatch(r"https://[!-~]{1,2000}", attestation):
+        raise UsageError("--attestation must be an https URL")
+    settings = ctx.obj.settings(public=public)
+    count = verify_folder(LocalStore(settings.public_dir / "store"), checked, attestation)
+    typer.echo(f"release verify: {count} image(s) of {checked} match build.json")
 
 
 @release_app.command("pull")

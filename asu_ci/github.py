@@ -17,7 +17,9 @@ from __future__ import annotations
 import email.utils
 import logging
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -47,6 +49,56 @@ class Pace:
 
     seconds_between_requests: float | None = 0.25
     seconds_between_writes: float | None = 1.0
+
+
+#: GitHub's limits on content-creating requests: (how many, per seconds).
+CONTENT_LIMITS: tuple[tuple[int, float], ...] = ((80, 60.0), (500, 3600.0))
+
+
+class ContentPace:
+    """Keeps one client under GitHub's limits on content-creating requests.
+
+    GitHub allows 80 content-creating requests (a dispatch, a release, an
+    upload) a minute and 500 an hour, and answers a secondary rate limit past
+    them. :meth:`wait` blocks until one more fits in every window and counts it.
+    """
+
+    def __init__(
+        self,
+        limits: tuple[tuple[int, float], ...] = CONTENT_LIMITS,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._sleep = sleep
+        self._sent: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def delay(self) -> float:
+        """Seconds until one more request fits (0: now)."""
+        now = self._clock()
+        longest = max((window for _, window in self.limits), default=0.0)
+        while self._sent and self._sent[0] <= now - longest:
+            self._sent.popleft()
+        wait = 0.0
+        for count, window in self.limits:
+            inside = [t for t in self._sent if t > now - window]
+            if len(inside) >= count:
+                wait = max(wait, inside[len(inside) - count] + window - now)
+        return wait
+
+    def wait(self) -> float:
+        """Wait until a content-creating request may go, and count it; the seconds waited."""
+        waited = 0.0
+        with self._lock:
+            while (wait := self.delay()) > 0:
+                log.info("pacing content-creating requests: waiting %.0f s", wait)
+                self._sleep(wait)
+                waited += wait
+            self._sent.append(self._clock())
+        return waited
 
 
 def token_from_env(cfg: GitHub, environ: Mapping[str, str] | None = None) -> str:
@@ -147,6 +199,20 @@ def rate_limit_wait(exc: BaseException, now: float | None = None) -> float | Non
     if _remaining(headers) == 0 and reset.isdigit():
         return max(float(reset) - clock, 1.0)
     return DEFAULT_RATE_WAIT
+
+
+def missing_permission(exc: BaseException) -> str | None:
+    """The permission a 403 "Resource not accessible by ..." names (``actions=write``), else None.
+
+    A token without a permission is refused this way for every request of its
+    kind: an operator's fix, never a failure of one request.
+    """
+    if not isinstance(exc, github.GithubException) or exc.status != 403:
+        return None
+    message = exc.data.get("message") if isinstance(exc.data, dict) else None
+    if "resource not accessible" not in str(message or "").lower():
+        return None
+    return _headers(exc).get("x-accepted-github-permissions") or "unknown"
 
 
 def is_transient(exc: BaseException) -> bool:

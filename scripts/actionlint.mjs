@@ -29,10 +29,15 @@ if (files.length === 0) {
 }
 
 const lint = await createLinter();
+// The wasm build's scope list predates `attestations` (artifact attestations,
+// which GitHub documents as a job permission): that one finding is not a defect.
+const known = (found) =>
+  found.kind === "permissions" && found.message.startsWith('unknown permission scope "attestations"');
 let findings = 0;
 for (const file of files) {
   const shown = path.relative(process.cwd(), path.resolve(file));
   for (const found of lint(await readFile(file, "utf8"), shown)) {
+    if (known(found)) continue;
     console.log(`${found.file}:${found.line}:${found.column}: ${found.message} [${found.kind}]`);
     findings += 1;
   }

@@ -506,6 +506,98 @@ def test_upload_secondary_rate_limit_without_retry_after_is_a_limit(
     assert [r.status for r in uploads] == [403]
 
 
+def test_an_enterprise_refusing_run_details_is_dispatched_without_them(
+    world: Callable[..., World],
+) -> None:
+    w = world()
+    w.fake.dispatch_details = "refuse"
+    w.fake.on_dispatch = w.workflow_publishes
+    first = w.post().json()["request_hash"]
+    assert w.wait_status(first, 200).json()["request_hash"] == first
+    second = w.post(packages=["luci", "tcpdump"]).json()["request_hash"]
+    w.wait_status(second, 200)
+    sent = [("return_run_details" in r.json, r.status) for r in w.dispatches()]
+    assert sent == [(True, 400), (False, 204), (False, 204)]  # refused once, then never asked
+    assert len(w.runs_of(first)) == len(w.runs_of(second)) == 1
+
+
+def test_a_204_whose_run_shows_late_is_looked_for_never_sent_again(
+    world: Callable[..., World],
+) -> None:
+    w = world(lookup_delays=(0.0, 0.1), accepted_look_interval=0.2)
+    w.fake.dispatch_details = "never"
+    w.fake.list_delay = 1.5  # runs show in listings late
+    w.fake.on_dispatch = w.workflow_publishes
+    key = w.post().json()["request_hash"]
+    assert w.poll(key).status_code == 202  # never a failure while the run may exist
+    assert w.wait_status(key, 200).json()["request_hash"] == key
+    assert len(w.dispatches()) == 1
+    assert [r.json["return_run_details"] for r in w.dispatches()] == [True]
+    assert len(w.runs_of(key)) == 1
+
+
+def test_a_token_without_a_permission_is_an_outage_naming_it(
+    world: Callable[..., World],
+) -> None:
+    w = world(backoff_initial=30.0, backoff_max=30.0)
+    login = fakegithub.DEFAULT_LOGIN
+    w.fake.permissions = {login: {"actions:read", "contents:read"}}
+    key = w.post().json()["request_hash"]
+    wait_for(lambda: not w.dispatcher.available())
+    refused = w.fake.find_requests("POST", r"/dispatches$")
+    assert [r.status for r in refused] == [403]
+    other = w.post(packages=["luci", "tcpdump"])
+    assert other.status_code == 503
+    assert "Resource not accessible" in other.json()["detail"]
+    assert "actions=write" in other.json()["detail"]
+    assert w.poll(key).status_code == 202  # kept, not a 500 cached
+    # The operator grants the permission: the kept request is dispatched.
+    w.fake.permissions = None
+    w.fake.on_dispatch = w.workflow_publishes
+    w.dispatcher._paused_until = 0.0  # skip the 30 s back-off
+    w.wait_status(key, 200)
+
+
+def test_a_run_cancelled_by_a_newer_one_of_its_group_is_followed_to_the_newer(
+    world: Callable[..., World],
+) -> None:
+    w = world()
+    normalized = NormalizedRequest.from_json(request_body())
+    key = request_hash(normalized)
+    inputs = {"hash": key, "request": json.dumps(normalized.to_json())}
+    running = w.fake.dispatch(inputs)  # another replica's run of this hash
+    w.fake.start_run(running.id)
+    assert w.post().json()["request_hash"] == key
+    wait_for(lambda: len(w.runs_of(key)) == 2)
+    ours = max(r.id for r in w.runs_of(key))
+    assert w.fake.get_run(ours).status == "pending"  # behind the running one
+    wait_for(lambda: (w.dispatcher.queue.get(key) or w).backend_ref == f"run:{ours}")
+    newer = w.fake.dispatch(inputs)  # a third: GitHub cancels ours, the pending one
+    assert w.fake.get_run(ours).conclusion == "cancelled"
+    w.fake.complete_run(running.id, "failure")
+    assert w.fake.get_run(newer.id).status == "queued"
+    wait_for(lambda: (w.dispatcher.queue.get(key) or w).backend_ref == f"run:{newer.id}")
+    w.workflow_publishes(w.fake.get_run(newer.id))
+    assert w.wait_status(key, 200).json()["request_hash"] == key
+
+
+def test_runs_the_listing_misses_are_all_followed_past_the_fetch_bound(
+    world: Callable[..., World],
+) -> None:
+    w = world(follow_max_gets=2)
+    w.fake.list_delay = 3600.0  # listings show none of them: each is fetched on its own
+    keys = [w.post(packages=["luci", f"pkg{i}"]).json()["request_hash"] for i in range(5)]
+    wait_for(lambda: all(len(w.runs_of(k)) == 1 for k in keys))
+    for key in keys[:2]:  # still building, and the first to be fetched
+        w.fake.start_run(w.runs_of(key)[0].id)
+    for key in keys[2:]:
+        w.workflow_publishes(w.runs_of(key)[0])
+    for key in keys[2:]:
+        assert w.wait_status(key, 200).json()["request_hash"] == key
+    for key in keys[:2]:
+        assert w.poll(key).headers["X-Imagebuilder-Status"] == "building_image"
+
+
 def test_rate_limit_wait_reads_github_headers() -> None:
     import github
 
@@ -744,21 +836,57 @@ def test_upload_answer_lost_then_422_already_exists_is_done(
     assert len(names) == len(set(names)) == 6
 
 
-def test_racing_release_creation_uses_the_winner(
+def test_racing_publish_leaves_the_winner_and_drops_our_draft(
     fake_github: FakeGitHub, releases: ReleasesStore, tmp_path: Path
 ) -> None:
     folder = build_folder(tmp_path / "store", KEY, REQUEST)
-    # Another job creates the release between our look-up and our create.
+    # Another job publishes the tag between our uploads and our publishing.
     fake_github.fail_next(
-        "POST",
-        r"/releases$",
+        "PATCH",
+        r"/releases/\d+$",
         status=422,
-        apply=True,
         body={"message": "Validation Failed", "errors": [{"code": "already_exists"}]},
     )
     releases.publish(KEY, folder, build_body(KEY, REQUEST))
-    assert len(fake_github.releases) == 1
-    assert releases.is_complete(KEY)
+    assert fake_github.releases == []  # our draft is gone; the winner's release stands
+    assert len(fake_github.find_requests("DELETE", r"/releases/\d+$")) == 1
+
+
+def test_immutable_releases_are_drafted_uploaded_then_published(
+    fake_github: FakeGitHub, releases: ReleasesStore, tmp_path: Path
+) -> None:
+    fake_github.immutable_releases = True
+    folder = build_folder(tmp_path / "store", KEY, REQUEST)
+    releases.publish(KEY, folder, build_body(KEY, REQUEST))
+    (release,) = fake_github.releases
+    assert not release.draft
+    assert len(fake_github.assets_of(release.id)) == 6
+    create = fake_github.find_requests("POST", r"/releases$")[0].json
+    assert create["draft"] is True
+    patch = fake_github.find_requests("PATCH", r"/releases/\d+$")
+    assert [r.json["draft"] for r in patch] == [False]
+    last_upload = fake_github.find_requests("POST", r"/assets$")[-1].time
+    assert patch[0].time >= last_upload
+    assert releases.build(KEY) == build_body(KEY, REQUEST)
+    # Published: GitHub refuses any change, and publishing again sends none.
+    fake_github.clear_requests()
+    releases.publish(KEY, folder, build_body(KEY, REQUEST))
+    assert [r for r in fake_github.requests if r.method != "GET"] == []
+
+
+def test_reuse_compares_the_digest_and_replaces_unfinished_uploads(
+    fake_github: FakeGitHub, releases: ReleasesStore, tmp_path: Path
+) -> None:
+    folder = build_folder(tmp_path / "store", KEY, REQUEST)
+    release = fake_github.create_release(f"build-{KEY}")
+    same_size = bytes(len(image_bytes(KEY)))  # other bytes of the same length
+    fake_github.add_asset(release.id, IMAGE, same_size)
+    fake_github.add_asset(release.id, "sha256sums", b"", state="starter")
+    releases.publish(KEY, folder, build_body(KEY, REQUEST))
+    assets = {a.name: a for a in fake_github.assets_of(release.id)}
+    assert assets[IMAGE].data == image_bytes(KEY)
+    assert assets["sha256sums"].state == "uploaded"
+    assert assets["sha256sums"].data == (folder / "sha256sums").read_bytes()
 
 
 def test_rate_limited_upload_waits_and_goes_on(

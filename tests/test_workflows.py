@@ -81,11 +81,33 @@ def test_write_permissions_only_where_needed() -> None:
                 if level == "write":
                     writes.setdefault(scope, set()).add(f"{path.stem}.{job_id}")
     assert writes == {
-        "contents": {"build.build", "prebuild.build"},  # they publish releases
+        "contents": {"build.publish", "prebuild.build"},  # they publish releases
         "pages": {"pages.deploy"},
-        "id-token": {"pages.deploy"},
+        "id-token": {"pages.deploy", "build.publish"},  # build.publish signs attestations
+        "attestations": {"build.publish"},
         "actions": {"prebuild.index"},  # it starts pages.yml
     }
+
+
+def test_the_job_that_runs_make_holds_no_write_token() -> None:
+    jobs = load(WORKFLOWS / "build.yml")["jobs"]
+    build, publish = jobs["build"], jobs["publish"]
+    assert build["permissions"] == {"contents": "read"}
+    build_text = "\n".join(step.get("run", "") for step in build["steps"])
+    publish_text = "\n".join(step.get("run", "") for step in publish["steps"])
+    assert "asu-ci build" in build_text and "asu-ci build" not in publish_text
+    assert "release publish" not in build_text
+    assert publish["needs"] == "build"
+    uses = [str(step.get("uses", "")).split("@")[0] for step in publish["steps"]]
+    assert "actions/download-artifact" in uses
+    assert "actions/upload-artifact" in [
+        str(s.get("uses", "")).split("@")[0] for s in build["steps"]
+    ]
+    names = [step.get("run", "") for step in publish["steps"]]
+    verify = next(i for i, run in enumerate(names) if "asu-ci release verify" in run)
+    attest = uses.index("actions/attest-build-provenance")
+    release = next(i for i, run in enumerate(names) if "asu-ci release publish" in run)
+    assert verify < attest < release  # checked, attested, then released
 
 
 def test_build_workflow_contract() -> None:
@@ -100,9 +122,10 @@ def test_build_workflow_contract() -> None:
     key = "ab" * 32
     rendered = render_run_name(workflow["run-name"], {"hash": key}, default="build")
     assert rendered == RUN_NAME.format(hash=key)
-    (job,) = workflow["jobs"].values()
+    job = workflow["jobs"]["build"]
     assert job["env"]["HASH"] == "${{ inputs.hash }}"
     scripts = [step.get("run", "") for step in job["steps"]]
+    scripts += [step.get("run", "") for step in workflow["jobs"]["publish"]["steps"]]
     # The hash is checked before anything else runs.
     assert "^[0-9a-f]{64}$" in scripts[0]
     text = "\n".join(scripts)

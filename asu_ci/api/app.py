@@ -477,21 +477,53 @@ def create_app(
     app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_static()), name="docs-assets")
 
     if settings.backend == "github":
-        _serve_release_assets(app, settings, service.store)
+        _serve_release_assets(app, settings, service.store, service.queue)
     app.mount("/", StaticFiles(directory=settings.public_dir, html=True), name="public")
     return app
 
 
-def _serve_release_assets(app: FastAPI, settings: Settings, store: LocalStore) -> None:
+#: How long a file GitHub does not have is answered 404 without asking again.
+NEGATIVE_TTL = 60.0
+NEGATIVE_CACHE_SIZE = 4096
+
+
+def _serve_release_assets(
+    app: FastAPI, settings: Settings, store: LocalStore, queue: Queue
+) -> None:
     """``/store/<hash>/<name>``: the local file, else the release asset, proxied.
 
     Proxied rather than redirected: GitHub's download host sends no CORS headers,
     and LuCI fetches the image from the browser.
+
+    Anyone can ask for any name, so asking must not cost the endpoint's token
+    (5,000 requests an hour, which the builds need): a hash this endpoint has
+    neither queued nor mirrored is 404 without asking GitHub, an asset of a
+    public repository is streamed from its public download URL (no API
+    request), and a miss is remembered for ``NEGATIVE_TTL`` seconds.
     """
     from asu_ci.github import ERRORS, describe
-    from asu_ci.publish.releases import ASSET_NAME, AssetStream, ReleasesStore
+    from asu_ci.publish.releases import ASSET_NAME, Asset, AssetStream, ReleasesStore
 
     releases = ReleasesStore(settings.github)
+    misses: OrderedDict[tuple[str, str], float] = OrderedDict()
+    misses_lock = threading.Lock()
+
+    def missed(key: tuple[str, str]) -> bool:
+        with misses_lock:
+            until = misses.get(key)
+            if until is None:
+                return False
+            if until > time.monotonic():
+                return True
+            del misses[key]
+            return False
+
+    def remember_miss(key: tuple[str, str]) -> None:
+        with misses_lock:
+            misses[key] = time.monotonic() + NEGATIVE_TTL
+            misses.move_to_end(key)
+            while len(misses) > NEGATIVE_CACHE_SIZE:
+                misses.popitem(last=False)
 
     @app.api_route("/store/{request_hash}/{name}", methods=["GET", "HEAD"], include_in_schema=False)
     def store_file(request: Request, request_hash: str, name: str) -> Response:
@@ -500,20 +532,33 @@ def _serve_release_assets(app: FastAPI, settings: Settings, store: LocalStore) -
         local = store.folder(request_hash) / name
         if local.is_file():
             return FileResponse(local)
+        absent = NotFoundError(f"No such file in the store: {request_hash}/{name}")
+        key = (request_hash, name)
+        if missed(key) or (store.build(request_hash) is None and queue.get(request_hash) is None):
+            raise absent  # never built or asked for here: GitHub is not asked
         head = request.method == "HEAD"
+        found: AssetStream | Asset | None
         try:
-            found = (releases.find_asset if head else releases.open_asset)(request_hash, name)
+            if not releases.is_private():
+                found = releases.open_public(request_hash, name, head=head)
+            else:
+                found = (releases.find_asset if head else releases.open_asset)(request_hash, name)
         except ERRORS as exc:
             raise BackendUnavailableError(
                 f"The file is on GitHub, which cannot be read right now ({describe(exc)})"
             ) from None
         if found is None:
-            raise NotFoundError(f"No such file in the store: {request_hash}/{name}")
-        headers = {"Content-Length": str(found.size)}
+            remember_miss(key)
+            raise absent
         if isinstance(found, AssetStream):
+            headers = {"Content-Length": str(found.size)}
+            if head:
+                found.close()
+                return Response(status_code=200, media_type=found.content_type, headers=headers)
             return StreamingResponse(
                 _closing(found.chunks, found.close), media_type=found.content_type, headers=headers
             )
+        headers = {"Content-Length": str(found.size)}
         return Response(status_code=200, media_type=found.content_type, headers=headers)
 
 

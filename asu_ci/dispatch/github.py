@@ -73,6 +73,7 @@ from asu_ci.github import (
     Pace,
     describe,
     is_transient,
+    missing_permission,
     rate_limit_wait,
     repository_name,
     token_from_env,
@@ -118,6 +119,8 @@ class Tuning:
     success_grace_polls: int = 3
     #: Pauses PyGithub keeps between calls.
     pace: Pace = field(default_factory=Pace)
+    #: Between looks for the run of a dispatch GitHub accepted without naming it.
+    accepted_look_interval: float = 15.0
 
 
 @dataclass
@@ -128,8 +131,14 @@ class _Job:
     since: float
     #: A dispatch may have gone through without us learning its run.
     maybe_sent: bool = False
+    #: GitHub accepted a dispatch (204) without naming the run: only look, never send again.
+    accepted: bool = False
+    #: Not looked at again before this (monotonic seconds).
+    not_before: float = 0.0
     run_id: int | None = None
     success_polls: int = 0
+    #: When the follower last had news of the run (monotonic): the stalest is fetched first.
+    seen: float = 0.0
 
 
 class _Link:
@@ -203,6 +212,8 @@ class GitHubDispatcher:
         self._failures = 0
         self._outage: str | None = None
         self._threads: list[threading.Thread] = []
+        #: False once GitHub refused ``return_run_details`` (an older GitHub Enterprise).
+        self._run_details = True
 
     # -- the Dispatcher protocol -------------------------------------------------
 
@@ -264,8 +275,16 @@ class GitHubDispatcher:
                 self.tuning.backoff_max,
             )
             self._paused_until = max(self._paused_until, time.monotonic() + delay)
+            permission = missing_permission(exc)
             if is_transient(exc):
                 self._outage = describe(exc)
+            elif permission is not None:
+                cfg = self.settings.github
+                self._outage = (
+                    f"{describe(exc)}; the token in ${cfg.token_env} lacks the permission "
+                    f"{permission} on {cfg.repository} (fine-grained token: Actions read/write, "
+                    "Contents read, Metadata read)"
+                )
             elif isinstance(exc, github.GithubException) and exc.status == 422:
                 cfg = self.settings.github
                 self._outage = (
@@ -322,8 +341,9 @@ class GitHubDispatcher:
 
     def _next_job(self, link: _Link) -> _Job | None:
         """The claimed request still to dispatch, else a new one from the queue."""
+        now = time.monotonic()
         with self._lock:
-            pending = next(iter(self._pending.values()), None)
+            pending = next((j for j in self._pending.values() if j.not_before <= now), None)
         if pending is not None:
             return pending
         if self.outage() is not None:
@@ -367,6 +387,9 @@ class GitHubDispatcher:
             log.info("%s is published already: mirrored, not built", job.hash)
             self._mirror(job, build)
             return
+        if job.accepted:
+            self._look_again(link, job, (0.0,))
+            return
         if job.maybe_sent:
             found = self._lookup(link, job, (0.0,))
             if found is not None:
@@ -390,15 +413,42 @@ class GitHubDispatcher:
                 raise  # a 422 about the workflow is an outage: the job waits for the fix
             self._fail(job, BuildError(f"GitHub refused to start the build: {describe(exc)}"))
 
+    def _send(self, link: _Link, inputs: dict[str, str]) -> WorkflowRun | bool:
+        """One dispatch; an older GitHub Enterprise that refuses ``return_run_details``
+        (400) gets it again without the field, and every later one goes without it."""
+        ref = self.settings.github.ref
+        link.releases.content.wait()
+        if self._run_details:
+            try:
+                return link.workflow().create_dispatch(
+                    ref, inputs, throw=True, return_run_details=True
+                )
+            except github.GithubException as exc:
+                if exc.status != 400 or "return_run_details" not in str(exc.data):
+                    raise
+                log.warning("GitHub refuses return_run_details: runs are found by their name")
+                self._run_details = False
+            link.releases.content.wait()
+        return link.workflow().create_dispatch(ref, inputs, throw=True)
+
+    def _look_again(self, link: _Link, job: _Job, delays: Iterable[float]) -> None:
+        """A dispatch GitHub accepted: its run exists or will; look (never send) until found."""
+        found = self._lookup(link, job, delays)
+        if found is not None:
+            self._follow_run(job, found.id)
+            return
+        job.accepted = job.maybe_sent = True
+        job.not_before = time.monotonic() + self.tuning.accepted_look_interval
+        self.store.write_status(job.hash, bodies.queued(job.hash))
+        log.info("%s: GitHub accepted the dispatch; its run is not listed yet", job.hash)
+
     def _dispatch(self, link: _Link, job: _Job, inputs: dict[str, str]) -> None:
         """Send the dispatch; after a lost answer, look for its run before sending again."""
         lost: BaseException | None = None
         for _ in range(self.tuning.dispatch_attempts):
             job.since = min(job.since, time.time())
             try:
-                result = link.workflow().create_dispatch(
-                    self.settings.github.ref, inputs, throw=True, return_run_details=True
-                )
+                result = self._send(link, inputs)
             except ERRORS as exc:
                 if rate_limit_wait(exc) is not None or not is_transient(exc):
                     raise  # refused: GitHub started nothing
@@ -409,12 +459,9 @@ class GitHubDispatcher:
                 if isinstance(result, WorkflowRun):
                     self._follow_run(job, result.id)
                     return
-                job.maybe_sent = True  # accepted, but GitHub did not say which run
-                found = self._lookup(link, job, self.tuning.lookup_delays)
-                if found is not None:
-                    self._follow_run(job, found.id)
-                else:  # sending again could start a second run
-                    self._fail(job, BuildError("GitHub accepted the build but shows no run of it"))
+                # Accepted, but GitHub did not say which run (204): sending again could
+                # start a second run, and runs show in listings late. Look, keyed by hash.
+                self._look_again(link, job, self.tuning.lookup_delays)
                 return
             found = self._lookup(link, job, self.tuning.lookup_delays)
             if found is not None:
@@ -425,8 +472,11 @@ class GitHubDispatcher:
         assert lost is not None
         raise lost
 
-    def _lookup(self, link: _Link, job: _Job, delays: Iterable[float]) -> WorkflowRun | None:
-        """The newest run named after this job's hash, created since the job began."""
+    def _lookup(
+        self, link: _Link, job: _Job, delays: Iterable[float], *, after: int = 0
+    ) -> WorkflowRun | None:
+        """The newest run named after this job's hash, created since the job began
+        (and newer than run ``after``)."""
         title = RUN_NAME.format(hash=job.hash)
         created = ">=" + _iso(job.since - self.tuning.clock_slack)
         for delay in delays:
@@ -436,7 +486,7 @@ class GitHubDispatcher:
             for seen, run in enumerate(runs):
                 if seen >= self.tuning.lookup_max_runs:
                     break
-                if run.display_title == title:
+                if run.display_title == title and run.id > after:
                     log.info("found run %s of %s", run.id, job.hash)
                     return run
         return None
@@ -487,7 +537,9 @@ class GitHubDispatcher:
             if len(listed) == len(wanted) or seen >= self.tuning.lookup_max_runs:
                 break
         fetched = 0
-        for job in jobs:
+        # The runs the listing missed are fetched one by one, stalest first, so that more
+        # than follow_max_gets of them (after a restart, say) are all followed in turn.
+        for job in sorted(jobs, key=lambda j: j.seen):
             if self._stop.is_set():
                 return
             assert job.run_id is not None
@@ -497,6 +549,7 @@ class GitHubDispatcher:
                     continue
                 fetched += 1
                 found = link.releases.repo.get_workflow_run(job.run_id)
+            job.seen = time.monotonic()
             self._observe(link, job, found)
 
     def _observe(self, link: _Link, job: _Job, run: WorkflowRun) -> None:
@@ -513,6 +566,13 @@ class GitHubDispatcher:
         if run.conclusion == "success" and job.success_polls < self.tuning.success_grace_polls:
             job.success_polls += 1  # a release can lag behind its run
             return
+        if run.conclusion == "cancelled":
+            # The concurrency group keeps one running and one pending run of a hash: a
+            # newer run of the same hash cancels the one that was pending. Follow it.
+            newer = self._lookup(link, job, (0.0,), after=run.id)
+            if newer is not None:
+                self._follow_run(job, newer.id)
+                return
         report = link.releases.json_file(job.hash, "status.json") or {}
         if run.conclusion == "success":
             detail = "The build job finished without publishing build.json"

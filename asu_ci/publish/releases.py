@@ -9,13 +9,23 @@ so a reader that finds ``build.json`` finds everything it names.
 Publishing is idempotent, so a re-run, a retried request or two jobs racing
 on one hash never duplicate anything:
 
-- the release is looked up by tag and created only when missing; a 422
-  ``already_exists`` on creation means another job won the race, and its
-  release is used;
-- an asset that already exists with the same size is skipped; one with another
-  size, or left half-uploaded (state other than ``uploaded``), is replaced; a
-  422 ``already_exists`` on upload is checked the same way;
+- a build is published as a *draft* first: every asset is uploaded to it,
+  then it is published in one request. A repository with immutable releases
+  refuses uploads to a published release and burns its tag, so nothing is
+  added after publishing. Publishing answers 422 ``already_exists`` when
+  another job published the tag first: that release is used and the draft
+  deleted. A draft left by an interrupted job is not found again (GitHub
+  finds releases by tag only once published); it is garbage, not an error;
+- a published release without ``build.json`` (a failure's ``status.json``, or
+  one written before drafts) is filled in where it stands;
+- an asset that already exists with the same bytes (GitHub's ``digest``, the
+  size only where GitHub names no digest) is skipped; one with other bytes, or
+  left half-uploaded (state other than ``uploaded``), is replaced; a 422
+  ``already_exists`` on upload is checked the same way;
 - a complete release is never touched again.
+
+Content-creating requests (a release, an upload, publishing) are paced to
+GitHub's 80 a minute and 500 an hour (:class:`asu_ci.github.ContentPace`).
 
 The JSON API goes through PyGithub. Uploads and downloads use a
 :class:`asu_ci.http.Session` instead, because PyGithub talks to another host
@@ -29,6 +39,7 @@ waits out rate limits and transient errors itself, within ``max_wait`` seconds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import mimetypes
@@ -50,6 +61,7 @@ from asu_ci import fsutil
 from asu_ci.config import GitHub
 from asu_ci.errors import AsuCiError, UsageError
 from asu_ci.github import (
+    ContentPace,
     Pace,
     already_exists,
     api_error,
@@ -94,6 +106,8 @@ class Asset:
     url: str
     browser_download_url: str
     content_type: str
+    #: ``sha256:<hex>`` as GitHub computed it, or None where GitHub names none.
+    digest: str | None = None
 
 
 @dataclass
@@ -138,6 +152,9 @@ class ReleasesStore:
         self._lock = threading.RLock()
         self._complete: OrderedDict[str, dict[str, Asset]] = OrderedDict()
         self._cache_size = cache_size
+        self._web: str | None = None
+        self._private: bool | None = None
+        self.content = ContentPace()
 
     def close(self) -> None:
         self._http.close()
@@ -232,14 +249,59 @@ class ReleasesStore:
 
         return self._retrying("listing the build tags", listing)
 
+    def download_url(self, request_hash: str, name: str) -> str:
+        """An asset's public download URL (``browser_download_url``), made without a request.
+
+        The repository's web address is read once (one API request for the
+        life of the store); the rest follows GitHub's fixed pattern.
+        """
+        with self._lock:
+            if self._web is None:
+                self._web = self.repo.html_url.rstrip("/")
+            web = self._web
+        return f"{web}/releases/download/{tag_of(request_hash)}/{name}"
+
+    def is_private(self) -> bool:
+        """A private repository's downloads need the token (and cost API requests)."""
+        with self._lock:
+            if self._private is None:
+                self._private = bool(self.repo.private)
+            return self._private
+
+    def open_public(
+        self, request_hash: str, name: str, *, head: bool = False
+    ) -> AssetStream | None:
+        """Start downloading an asset by its public URL: no API request, no token sent.
+
+        GitHub answers with a redirect to its object storage, another host;
+        no credential goes there (none is sent at all). None: no such asset
+        in a published release (or its upload never finished).
+        """
+        if not ASSET_NAME.match(name):
+            return None
+        response = self._http.request(
+            "HEAD" if head else "GET", self.download_url(request_hash, name), stream=True
+        )
+        if response.status_code == 404:
+            response.close()
+            return None
+        if response.status_code != 200:
+            response.close()
+            raise api_error(response)
+        length = response.headers.get("Content-Length", "")
+        return AssetStream(
+            size=int(length) if length.isdigit() else 0,
+            content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+            chunks=iter(()) if head else response.iter_content(CHUNK),
+            close=response.close,
+        )
+
     def public_build(self, request_hash: str) -> dict[str, Any] | None:
         """``build.json`` by its public download URL: no API request, no token.
 
         None when the release has no ``build.json`` (not complete, or a failure).
         """
-        with self._lock:
-            web = self.repo.html_url.rstrip("/")
-        url = f"{web}/releases/download/{tag_of(request_hash)}/{BUILD_FILE}"
+        url = self.download_url(request_hash, BUILD_FILE)
 
         def download() -> bytes | None:
             with self._http.get(url, stream=True) as response:
@@ -297,8 +359,12 @@ class ReleasesStore:
 
     # -- writing -------------------------------------------------------------
 
-    def ensure_release(self, request_hash: str) -> GitRelease:
-        """The request's release, created when missing (once, even when jobs race)."""
+    def ensure_release(self, request_hash: str, *, draft: bool = False) -> GitRelease:
+        """The request's published release, else a new one (a draft with ``draft``).
+
+        Created once even when jobs race: a 422 ``already_exists`` means another
+        job published the tag first, and its release is used.
+        """
         found = self.release(request_hash)
         if found is not None:
             return found
@@ -306,11 +372,13 @@ class ReleasesStore:
 
         def create() -> GitRelease:
             try:
+                self.content.wait()
                 with self._lock:
                     return self.repo.create_git_release(
                         tag,
                         name=f"build {request_hash[:12]}",
                         message=f"asu-ci build of request {request_hash}",
+                        draft=draft,
                         target_commitish=self.cfg.ref,
                         make_latest="false",
                     )
@@ -324,12 +392,38 @@ class ReleasesStore:
 
         return self._retrying(f"creating release {tag}", create)
 
+    def _publish_draft(self, request_hash: str, draft: GitRelease) -> None:
+        """Publish a complete draft; when another job published the tag first, drop ours."""
+
+        def publish() -> None:
+            try:
+                self.content.wait()
+                with self._lock:
+                    draft.update_release(
+                        name=f"build {request_hash[:12]}",
+                        message=f"asu-ci build of request {request_hash}",
+                        draft=False,
+                        make_latest="false",
+                    )
+            except github.GithubException as exc:
+                if not already_exists(exc):
+                    raise
+                log.info("%s was published by another job: its draft is deleted", draft.tag_name)
+                with self._lock:
+                    draft.delete_release()
+
+        self._retrying(f"publishing release {draft.tag_name}", publish)
+
     def publish(self, request_hash: str, files: Path, build: dict[str, Any]) -> None:
         """Upload every file of ``files``, then ``build.json``, then ``status.json``."""
         if build.get("request_hash") != request_hash:
             raise PublishError(f"build.json in {files} is not about request {request_hash}")
-        release = self.ensure_release(request_hash)
-        existing = self._assets_of(release)
+        release = self.release(request_hash)
+        if release is None:
+            release = self.ensure_release(request_hash, draft=True)
+            existing: dict[str, Asset] = {} if release.draft else self._assets_of(release)
+        else:
+            existing = self._assets_of(release)
         if _uploaded(existing.get(BUILD_FILE)):
             log.info("release %s is complete already", release.tag_name)
             return
@@ -343,6 +437,8 @@ class ReleasesStore:
         payload = fsutil.dumps(build)
         self._upload(release, existing, BUILD_FILE, payload)
         self._replace(release, existing, STATUS_FILE, payload)
+        if release.draft:
+            self._publish_draft(request_hash, release)
         with self._lock:
             self._complete.pop(request_hash, None)
 
@@ -374,8 +470,9 @@ class ReleasesStore:
         self, release: GitRelease, existing: dict[str, Asset], name: str, source: Path | bytes
     ) -> None:
         size = source.stat().st_size if isinstance(source, Path) else len(source)
+        digest = _sha256(source)
         old = existing.get(name)
-        if old is not None and _uploaded(old) and old.size == size:
+        if old is not None and _same(old, size, digest):
             log.info("%s of %s is there already", name, release.tag_name)
             return
         if old is not None:
@@ -395,6 +492,7 @@ class ReleasesStore:
 
         def post() -> None:
             for _ in range(2):
+                self.content.wait()
                 response = send()
                 if response.status_code == 201:
                     return
@@ -403,7 +501,7 @@ class ReleasesStore:
                     raise error
                 # An earlier attempt whose answer was lost, or another job: look at what is there.
                 there = self._assets_of(release).get(name)
-                if there is None or (_uploaded(there) and there.size == size):
+                if there is None or _same(there, size, digest):
                     return
                 self._delete(release, there)  # half-uploaded or other bytes: replace it
             raise PublishError(f"{name} of {release.tag_name} could not be replaced; try again")
@@ -430,7 +528,24 @@ def _asset(item: GitReleaseAsset) -> Asset:
         url=item.url,
         browser_download_url=item.browser_download_url,
         content_type=item.content_type or "application/octet-stream",
+        digest=item.digest or None,
     )
+
+
+def _sha256(source: Path | bytes) -> str:
+    if isinstance(source, bytes):
+        return "sha256:" + hashlib.sha256(source).hexdigest()
+    with source.open("rb") as handle:
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _same(asset: Asset, size: int, digest: str) -> bool:
+    """An uploaded asset with these bytes: GitHub's digest, or the size where it has none."""
+    if not _uploaded(asset):
+        return False
+    if asset.digest:
+        return asset.digest == digest
+    return asset.size == size
 
 
 def _uploaded(asset: Asset | None) -> bool:
@@ -456,6 +571,41 @@ def built_here(local: LocalStore) -> list[str]:
         if names - {BUILD_FILE, STATUS_FILE} or failed:
             found.append(folder.name)
     return found
+
+
+def verify_folder(local: LocalStore, request_hash: str, attestation: str | None = None) -> int:
+    """Check every image of a build folder against the sha256 its build.json names.
+
+    The publishing job runs this on what the build job (which ran ``make``
+    with the user's packages and held no write token) handed over, before it
+    creates the release: an image that is missing, altered or not named by
+    build.json stops it. ``attestation`` (the URL of the artifact
+    attestation made for these images) is written into build.json. Returns
+    the number of images checked.
+    """
+    folder = local.folder(request_hash)
+    build = local.build(request_hash)
+    if build is None or build.get("request_hash") != request_hash:
+        raise PublishError(f"{folder} has no build.json about request {request_hash}")
+    images = build.get("images")
+    if not isinstance(images, list) or not images:
+        raise PublishError(f"build.json of {request_hash} names no images")
+    named: set[str] = set()
+    for image in images:
+        name = image.get("name") if isinstance(image, dict) else None
+        expected = image.get("sha256") if isinstance(image, dict) else None
+        if not isinstance(name, str) or not ASSET_NAME.match(name) or not isinstance(expected, str):
+            raise PublishError(f"build.json of {request_hash} names an image badly: {image!r}")
+        path = folder / name
+        if not path.is_file() or path.is_symlink():
+            raise PublishError(f"{name} named by build.json is not in {folder}")
+        if _sha256(path) != "sha256:" + expected:
+            raise PublishError(f"{name} does not match the sha256 build.json names")
+        named.add(name)
+    if attestation is not None:
+        build["attestation"] = attestation
+        fsutil.write_json(folder / BUILD_FILE, build)
+    return len(named)
 
 
 def publish_folder(releases: ReleasesStore, local: LocalStore, request_hash: str) -> str:

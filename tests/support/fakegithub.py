@@ -37,6 +37,27 @@ Behaviour kept from GitHub on purpose:
 * Publishing a release creates its tag; deleting the release keeps the tag.
   ``GET /git/matching-refs/tags/<prefix>`` lists tags (and ``heads/``
   branches) by prefix, all in one answer.
+* Budgets: each login has its hourly primary limit (``rate_limits``; the
+  endpoint's token 5,000, ``GITHUB_TOKEN`` 1,000 per repository) and
+  content-creating requests (POST, PATCH, PUT) are limited to 80 a minute and
+  500 an hour (``content_limits``): past them a 403 secondary limit whose
+  ``Retry-After`` names when the window frees.
+* ``dispatch_details``: ``"return"`` answers a dispatch with
+  ``return_run_details`` 200 and the run; ``"never"`` answers 204 anyway;
+  ``"refuse"`` (an older GitHub Enterprise) answers 400 to the field.
+* ``permissions`` (login -> e.g. ``{"actions:write", "contents:read"}``): a
+  token without the permission a route needs gets 403 "Resource not
+  accessible by personal access token" and ``X-Accepted-GitHub-Permissions``.
+* ``immutable_releases``: a published release refuses new, changed or
+  deleted assets (422), and its tag stays burnt after the release is deleted.
+* Assets have a ``state`` (``uploaded``, or ``starter`` for one whose upload
+  never finished) and a ``digest``.
+* ``download_host``: downloads redirect to another host name (as GitHub's go
+  to its object storage), which answers 400 to a request that carries an
+  ``Authorization`` header.
+* A workflow's ``concurrency`` group keeps one running and one pending run:
+  a new run waits (``pending``) behind an active one, and cancels the run
+  that was pending before it; completing the active run queues the pending one.
 
 The ``fake_github`` pytest fixture starts one per test on an ephemeral port::
 
@@ -100,6 +121,32 @@ WORKFLOW_STATES = frozenset(
     {"active", "disabled_fork", "disabled_inactivity", "disabled_manually", "deleted"}
 )
 LIST_LIMIT_MESSAGE = "Only the first {limit} results are available."
+#: The login GitHub Actions' GITHUB_TOKEN acts as, and its hourly limit per repository.
+ACTIONS_LOGIN = "github-actions[bot]"
+ACTIONS_RATE_LIMIT = 1000
+#: Content-creating requests: (how many, per seconds).
+CONTENT_LIMITS: tuple[tuple[int, float], ...] = ((80, 60.0), (500, 3600.0))
+CONTENT_METHODS = frozenset({"POST", "PATCH", "PUT"})
+DISPATCH_DETAILS = frozenset({"return", "never", "refuse"})
+NOT_ACCESSIBLE_MESSAGE = "Resource not accessible by personal access token"
+IMMUTABLE_MESSAGE = "Cannot modify an immutable release"
+#: The permission each route needs (write implies read).
+_PERMISSION = {
+    "dispatch": "actions:write",
+    "workflow_state": "actions:write",
+    "cancel_run": "actions:write",
+    "list_workflows": "actions:read",
+    "get_workflow": "actions:read",
+    "list_workflow_runs": "actions:read",
+    "list_runs": "actions:read",
+    "get_run": "actions:read",
+    "create_release": "contents:write",
+    "update_release": "contents:write",
+    "delete_release": "contents:write",
+    "upload_asset": "contents:write",
+    "update_asset": "contents:write",
+    "delete_asset": "contents:write",
+}
 
 RunNameTemplate = str | Callable[[dict[str, Any]], str] | None
 
@@ -143,6 +190,8 @@ class FakeWorkflow:
     state: str = "active"
     #: False: the file has no ``workflow_dispatch`` trigger (any more).
     dispatchable: bool = True
+    #: The concurrency group template (``${{ inputs.x }}``), or None.
+    concurrency: str | None = None
 
     @property
     def path(self) -> str:
@@ -171,6 +220,7 @@ class FakeRun:
     run_attempt: int = 1
     run_started_at: datetime | None = None
     event: str = "workflow_dispatch"
+    group: str | None = None
 
 
 @dataclasses.dataclass
@@ -208,6 +258,7 @@ class FakeAsset:
     created_at: datetime
     updated_at: datetime
     download_count: int = 0
+    state: str = "uploaded"
 
     @property
     def size(self) -> int:
@@ -224,6 +275,8 @@ class _Repo:
     workflows: dict[str, FakeWorkflow] = dataclasses.field(default_factory=dict)
     #: Tag name -> commit SHA. Publishing a release creates its tag; deleting it keeps the tag.
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Tags once published by an immutable release: never usable again.
+    burnt: set[str] = dataclasses.field(default_factory=set)
 
     @property
     def full_name(self) -> str:
@@ -613,6 +666,12 @@ class FakeGitHub:
         max_body_bytes: int = 64 * 1024 * 1024,
         max_storage_bytes: int = 512 * 1024 * 1024,
         max_runs: int = 10_000,
+        rate_limits: Mapping[str, int] | None = None,
+        content_limits: Iterable[tuple[int, float]] = CONTENT_LIMITS,
+        dispatch_details: str = "return",
+        permissions: Mapping[str, Iterable[str]] | None = None,
+        immutable_releases: bool = False,
+        download_host: str | None = None,
         max_inputs: int = 25,
         max_inputs_chars: int = 65_535,
         hook_workers: int = 4,
@@ -633,6 +692,17 @@ class FakeGitHub:
         self.asset_redirect = asset_redirect
         self.list_delay = list_delay
         self.rate_limit = rate_limit
+        self.rate_limits = {ACTIONS_LOGIN: ACTIONS_RATE_LIMIT, **(rate_limits or {})}
+        self.content_limits = tuple(content_limits)
+        if dispatch_details not in DISPATCH_DETAILS:
+            raise ValueError(f"dispatch_details is one of {sorted(DISPATCH_DETAILS)}")
+        self.dispatch_details = dispatch_details
+        self.permissions = (
+            None if permissions is None else {k: set(v) for k, v in permissions.items()}
+        )
+        self.immutable_releases = immutable_releases
+        self.download_host = download_host
+        self._content: dict[str, deque[float]] = {}
         self.max_body_bytes = max_body_bytes
         self.max_storage_bytes = max_storage_bytes
         self.max_runs = max_runs
@@ -790,6 +860,7 @@ class FakeGitHub:
         name: str | None = None,
         run_name: RunNameTemplate = None,
         inputs: Mapping[str, Mapping[str, Any]] | None = None,
+        concurrency: str | None = None,
         repo: str | None = None,
     ) -> FakeWorkflow:
         """Add a dispatchable workflow (replacing one with the same file name).
@@ -809,6 +880,7 @@ class FakeGitHub:
                 name=name or Path(file).stem,
                 run_name=run_name,
                 inputs=None if inputs is None else {k: dict(v or {}) for k, v in inputs.items()},
+                concurrency=concurrency,
             )
             r.workflows[file] = wf
             return dataclasses.replace(wf)
@@ -856,11 +928,15 @@ class FakeGitHub:
         if "workflow_dispatch" not in (triggers or {}):
             raise ValueError(f"{file} has no workflow_dispatch trigger")
         inputs = ((triggers or {}).get("workflow_dispatch") or {}).get("inputs") or {}
+        concurrency = doc.get("concurrency")
+        if isinstance(concurrency, dict):
+            concurrency = concurrency.get("group")
         return self.add_workflow(
             file,
             name=doc.get("name") or file,
             run_name=doc.get("run-name"),
             inputs=inputs,
+            concurrency=concurrency if isinstance(concurrency, str) else None,
             repo=repo,
         )
 
@@ -1127,6 +1203,8 @@ class FakeGitHub:
             run = self._runs[run_id]
             if run.status == "completed":
                 raise ValueError(f"run {run_id} is already completed")
+            if run.status == "pending":
+                raise ValueError(f"run {run_id} waits for its concurrency group")
             run.status = "in_progress"
             run.run_started_at = run.updated_at = _now()
             self._cond.notify_all()
@@ -1143,6 +1221,13 @@ class FakeGitHub:
             run.status = "completed"
             run.conclusion = conclusion
             run.updated_at = _now()
+            for other in self._runs.values():
+                if (
+                    other.group is not None
+                    and other.group == run.group
+                    and other.status == "pending"
+                ):
+                    other.status = "queued"  # the waiting run of the group goes next
             self._cond.notify_all()
             return self._copy_run(run)
 
@@ -1207,8 +1292,12 @@ class FakeGitHub:
         *,
         content_type: str = "application/octet-stream",
         label: str | None = None,
+        state: str = "uploaded",
     ) -> FakeAsset:
-        """Store an asset directly (no HTTP); raises ValueError where GitHub answers 422."""
+        """Store an asset directly (no HTTP); raises ValueError where GitHub answers 422.
+
+        ``state="starter"``: an upload that never finished.
+        """
         with self._cond:
             rel = self._releases[release_id]
             if any(self._assets[a].name == name for a in rel.asset_ids):
@@ -1217,6 +1306,7 @@ class FakeGitHub:
                 asset = self._new_asset(rel, name, label, content_type, data, DEFAULT_LOGIN)
             except _HttpError as exc:
                 raise ValueError("FakeGitHub storage limit reached") from exc
+            asset.state = state
             return dataclasses.replace(asset)
 
     def publish_release(
@@ -1304,6 +1394,18 @@ class FakeGitHub:
             created_at=now,
             updated_at=now,
         )
+        if wf.concurrency is not None:
+            run.group = render_run_name(wf.concurrency, inputs, default="", context=context)
+            others = [
+                x
+                for x in self._runs.values()
+                if x.group == run.group and x.repo == run.repo and x.status != "completed"
+            ]
+            for other in others:
+                if other.status == "pending":  # GitHub cancels the run that was waiting
+                    other.status, other.conclusion, other.updated_at = "completed", "cancelled", now
+            if any(x.status != "pending" for x in others):
+                run.status = "pending"
         self._runs[run.id] = run
         self._cond.notify_all()
         return self._copy_run(run)
@@ -1342,8 +1444,13 @@ class FakeGitHub:
         self._cond.notify_all()
         return rel
 
+    def _immutable(self, rel: FakeRelease) -> bool:
+        return self.immutable_releases and not rel.draft
+
     def _tag(self, r: _Repo, tag: str, target: str) -> None:
         """The tag a published release names: made at the target's head unless it exists."""
+        if self.immutable_releases:
+            r.burnt.add(tag)
         if tag not in r.tags:
             r.tags[tag] = r.branches.get(target) or _sha(f"{r.full_name}:{target}")
 
@@ -1442,7 +1549,7 @@ class FakeGitHub:
         self, login: str | None, *, exhausted_reset_in: float | None = None
     ) -> dict[str, str]:
         now = int(time.time())
-        limit = self.rate_limit if login else 60
+        limit = self._limit(login)
         key = login or "<anonymous>"
         with self._cond:
             used, reset = self._usage.get(key, (0, now + 3600))
@@ -1465,7 +1572,7 @@ class FakeGitHub:
     def _count_request(self, login: str | None) -> bool:
         """Count one request against the caller's limit; False when exhausted."""
         now = int(time.time())
-        limit = self.rate_limit if login else 60
+        limit = self._limit(login)
         key = login or "<anonymous>"
         with self._cond:
             used, reset = self._usage.get(key, (0, now + 3600))
@@ -1476,6 +1583,47 @@ class FakeGitHub:
                 return False
             self._usage[key] = (used + 1, reset)
             return True
+
+    def _limit(self, login: str | None) -> int:
+        if not login:
+            return 60
+        return self.rate_limits.get(login, self.rate_limit)
+
+    def _count_content(self, login: str | None) -> float | None:
+        """Count one content-creating request; the seconds to wait when over a limit."""
+        now = time.monotonic()
+        key = login or "<anonymous>"
+        with self._cond:
+            seen = self._content.setdefault(key, deque())
+            longest = max((window for _, window in self.content_limits), default=0.0)
+            while seen and seen[0] <= now - longest:
+                seen.popleft()
+            for count, window in self.content_limits:
+                inside = [t for t in seen if t > now - window]
+                if len(inside) >= count:
+                    return inside[len(inside) - count] + window - now
+            seen.append(now)
+        return None
+
+    def usage(self, login: str = DEFAULT_LOGIN) -> int:
+        """Requests counted against ``login``'s primary limit in its current hour."""
+        with self._cond:
+            return self._usage.get(login, (0, 0))[0]
+
+    def _denied(self, login: str | None, name: str) -> _Response | None:
+        """403 when the token lacks the permission the route needs."""
+        if self.permissions is None or login is None or name not in _PERMISSION:
+            return None
+        needed = _PERMISSION[name]
+        held = self.permissions.get(login, set())
+        scope, level = needed.split(":")
+        if needed in held or (level == "read" and f"{scope}:write" in held):
+            return None
+        return self._error(
+            403,
+            NOT_ACCESSIBLE_MESSAGE,
+            headers={"X-Accepted-GitHub-Permissions": f"{scope}={level}"},
+        )
 
     def _auth(self, headers: Mapping[str, str]) -> tuple[str | None, _Response | None]:
         value = headers.get("authorization")
@@ -1549,6 +1697,19 @@ class FakeGitHub:
             )
 
         ctx = _Ctx(method, path, query, raw_query, headers, body, groups, login)
+        denied = self._denied(login, name)
+        if denied is not None:
+            denied.headers.update(rate)
+            return denied
+        if needs_auth and method in CONTENT_METHODS and rule is None:
+            wait = self._count_content(login)
+            if wait is not None:
+                return self._error(
+                    403,
+                    SECONDARY_RATE_LIMIT_MESSAGE,
+                    doc="https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api",
+                    headers=rate | {"Retry-After": str(max(1, int(wait + 0.999)))},
+                )
         if rule is not None and rule.kind == "secondary":
             return self._error(
                 rule.status,
@@ -1720,7 +1881,7 @@ class FakeGitHub:
             "label": asset.label,
             "uploader": self._user_json(asset.uploader),
             "content_type": asset.content_type,
-            "state": "uploaded",
+            "state": asset.state,
             "size": asset.size,
             "digest": "sha256:" + hashlib.sha256(asset.data).hexdigest(),
             "download_count": asset.download_count,
@@ -1888,6 +2049,9 @@ class FakeGitHub:
             if not wf.dispatchable:
                 message = "Workflow does not have 'workflow_dispatch' trigger"
                 return self._error(422, message, doc=doc)
+            if self.dispatch_details == "refuse" and "return_run_details" in data:
+                message = 'Invalid request.\n\n"return_run_details" is not a permitted key.'
+                return self._error(400, message, doc=doc)
             ref = data.get("ref")
             if not isinstance(ref, str) or not ref:
                 return self._error(422, 'Invalid request.\n\n"ref" wasn\'t supplied.', doc=doc)
@@ -1913,7 +2077,7 @@ class FakeGitHub:
                         inputs[key] = spec["default"]
             run = self._create_run(r, wf, ref, inputs, ctx.login or DEFAULT_LOGIN)
         inline = self._schedule_hook(run)
-        if data.get("return_run_details"):
+        if data.get("return_run_details") and self.dispatch_details == "return":
             response = self._json(
                 200,
                 {
@@ -2072,6 +2236,8 @@ class FakeGitHub:
                 return self._validation("Release", "missing_field", "tag_name", doc)
             if self._published_by_tag(r.full_name, tag):
                 return self._validation("Release", "already_exists", "tag_name", doc)
+            if tag in r.burnt and not data.get("draft"):
+                return self._error(422, f"tag {tag} was used by an immutable release", doc=doc)
             rel = self._new_release(
                 r,
                 tag,
@@ -2125,6 +2291,10 @@ class FakeGitHub:
             draft = bool(data.get("draft", rel.draft))
             if not draft and self._published_by_tag(r.full_name, tag, exclude=rel.id):
                 return self._validation("Release", "already_exists", "tag_name", doc)
+            if self._immutable(rel) and any(k != "draft" for k in data):
+                return self._error(422, IMMUTABLE_MESSAGE, doc=doc)
+            if rel.draft and not draft and tag in r.burnt:
+                return self._error(422, f"tag {tag} was used by an immutable release", doc=doc)
             if rel.draft and not draft:
                 rel.published_at = _now()
             rel.tag_name = tag
@@ -2164,6 +2334,8 @@ class FakeGitHub:
         with self._cond:
             r = self._ctx_repo(ctx)
             rel = self._ctx_release(r, ctx.groups[2])
+            if self._immutable(rel):
+                return self._error(422, IMMUTABLE_MESSAGE, doc=doc)
             name = ctx.param("name")
             if not name:
                 return self._validation("ReleaseAsset", "missing_field", "name", doc)
@@ -2196,6 +2368,8 @@ class FakeGitHub:
             r = self._ctx_repo(ctx)
             asset = self._ctx_asset(r, ctx.groups[2])
             rel = self._releases[asset.release_id]
+            if self._immutable(rel):
+                return self._error(422, IMMUTABLE_MESSAGE, doc=doc)
             name = data.get("name", asset.name)
             if name != asset.name and any(self._assets[a].name == name for a in rel.asset_ids):
                 return self._validation("ReleaseAsset", "already_exists", "name", doc)
@@ -2209,15 +2383,18 @@ class FakeGitHub:
         with self._cond:
             r = self._ctx_repo(ctx)
             asset = self._ctx_asset(r, ctx.groups[2])
+            if self._immutable(self._releases[asset.release_id]):
+                return self._error(422, IMMUTABLE_MESSAGE)
             self._releases[asset.release_id].asset_ids.remove(asset.id)
             del self._assets[asset.id]
             self._cond.notify_all()
         return _Response(204, {})
 
     def _download_url(self, asset: FakeAsset) -> str:
-        return self._api(
-            f"/_fake/asset-downloads/{asset.id}/{urllib.parse.quote(asset.name, safe='')}"
-        )
+        path = f"/_fake/asset-downloads/{asset.id}/{urllib.parse.quote(asset.name, safe='')}"
+        if self.download_host is not None:
+            return f"http://{self.download_host}:{self.port}{path}"
+        return self._api(path)
 
     def _bytes_response(self, asset: FakeAsset, method: str) -> _Response:
         if method == "GET":
@@ -2236,6 +2413,9 @@ class FakeGitHub:
         )
 
     def _h_asset_bytes(self, ctx: _Ctx) -> _Response:
+        if self.download_host is not None and "authorization" in ctx.headers:
+            # Object storage takes the signature in the URL and refuses a second credential.
+            return self._error(400, "Only one auth mechanism allowed")
         with self._cond:
             asset = self._assets.get(int(ctx.groups[0]))
             if asset is None or asset.name != ctx.groups[1]:
@@ -2255,7 +2435,7 @@ class FakeGitHub:
                     continue  # a draft's files are for collaborators only
                 for asset_id in rel.asset_ids:
                     asset = self._assets[asset_id]
-                    if asset.name == filename:
+                    if asset.name == filename and asset.state == "uploaded":
                         if self.asset_redirect:
                             return _Response(302, {"Location": self._download_url(asset)})
                         return self._bytes_response(asset, ctx.method)
