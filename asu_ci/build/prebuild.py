@@ -205,7 +205,7 @@ def run(
             summary.skipped += len(group.entries) - len(group.todo)
             for entry in group.entries:
                 if entry.published:
-                    _keep(store, entry.key)
+                    _keep(store, entry.hash)
             for entry in group.todo:
                 error: str | None = None
                 try:
@@ -223,7 +223,7 @@ def run(
                     summary.failures.append((entry, error))
                 else:
                     summary.built += 1
-                    _keep(store, entry.key)
+                    _keep(store, entry.hash)
                 if on_result is not None:
                     on_result(entry, error)
     finally:

@@ -101,9 +101,9 @@ class NormalizedRequest:
         passwords) only as ``defaults_sha256``.
         """
         data = self.to_json()
-        defaults = data.pop("defaults")
-        if defaults is not None:
-            data["defaults_sha256"] = hashlib.sha256(defaults.encode()).hexdigest()
+        if self.defaults is not None:
+            del data["defaults"]
+            data["defaults_sha256"] = hashlib.sha256(self.defaults.encode()).hexdigest()
         return data
 
     @classmethod
