@@ -473,8 +473,7 @@ class _Renderer:
                     "version": __version__,
                     "contact": server.contact,
                     # The GitHub backend refuses defaults: it has no private path for them.
-                    "allow_defaults": server.allow_defaults
-                    and self.settings.backend != "github",
+                    "allow_defaults": server.allow_defaults and self.settings.backend != "github",
                     "max_custom_rootfs_size_mb": server.max_custom_rootfs_size_mb,
                     "max_defaults_length": server.max_defaults_length,
                     "repository_allow_list": list(server.repository_allow_list),
