@@ -178,7 +178,7 @@ def test_a_build_with_a_first_boot_script_expires_within_defaults_minutes(
     fresh_secret = finished(settings, "c", built_days=29 / 1440, asked_days=None)
     (fresh_secret / FIRST_BOOT).touch()
     plain = finished(settings, "d", built_days=31 / 1440, asked_days=None)
-    summary = prune(settings, now=time.time())
+    summary = prune(settings, now=NOW)  # the ages above count from NOW
     assert sorted(summary.removed) == ["a" * 64, "b" * 64]
     assert not expired_secret.exists() and not kept_secret.exists()
     assert fresh_secret.is_dir() and plain.is_dir()
