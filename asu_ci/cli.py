@@ -86,6 +86,7 @@ class State:
 
     def __init__(self) -> None:
         self.config: Path | None = None
+        self.verbose = False
 
     def settings(self, **overrides: Any) -> Settings:
         from asu_ci import knowledge
@@ -123,6 +124,7 @@ def _top(
         logging.getLogger("urllib3").setLevel(logging.ERROR)
     state = State()
     state.config = config
+    state.verbose = verbose
     ctx.obj = state
 
 
@@ -147,16 +149,32 @@ def render(
     from asu_ci.index.render import render_tree
 
     settings = ctx.obj.settings(upstream=upstream, public=public, data=data)
-    with _progress_bar("rendering") as on_progress:
+    with _progress_bar("rendering", ctx.obj.verbose) as on_progress:
         summary = render_tree(settings, on_progress=on_progress)
     typer.echo(summary.line())
 
 
+def _progress_lines(title: str) -> Callable[[int, int, str], None]:
+    """Progress as log lines (``-v`` without a terminal): one per tenth of the work."""
+    shown = [-1]
+
+    def update(done: int, total: int, label: str) -> None:
+        tenth = done * 10 // total if total else 0
+        if tenth != shown[0] or done == total:
+            shown[0] = tenth
+            typer.echo(f"{title}: {done}/{total} {label}", err=True)
+
+    return update
+
+
 @contextlib.contextmanager
-def _progress_bar(title: str) -> Iterator[Callable[[int, int, str], None] | None]:
-    """A progress bar on stderr when it is a terminal; ``None`` (no bar) otherwise."""
+def _progress_bar(
+    title: str, verbose: bool = False
+) -> Iterator[Callable[[int, int, str], None] | None]:
+    """A progress bar on stderr when it is a terminal; progress lines there with
+    ``verbose``; ``None`` (no progress shown) otherwise."""
     if not sys.stderr.isatty():
-        yield None
+        yield _progress_lines(title) if verbose else None
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -245,10 +263,21 @@ def _read_request(source: str) -> dict[str, Any]:
     return data
 
 
-def _download_bar(stack: contextlib.ExitStack) -> Callable[[int, int | None], None] | None:
-    """A download progress bar on stderr when it is a terminal; ``None`` otherwise."""
+def _download_bar(
+    stack: contextlib.ExitStack, verbose: bool = False
+) -> Callable[[int, int | None], None] | None:
+    """A download progress bar on stderr when it is a terminal; with ``verbose``
+    a line per tenth of the download there; ``None`` otherwise."""
     if not sys.stderr.isatty():
-        return None
+        if not verbose:
+            return None
+        lines = _progress_lines("ImageBuilder download (bytes)")
+
+        def update_lines(done: int, total: int | None) -> None:
+            if total:
+                lines(done, total, "")
+
+        return update_lines
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -268,6 +297,15 @@ def _download_bar(stack: contextlib.ExitStack) -> Callable[[int, int | None], No
         bar.update(task, completed=done, total=total)
 
     return update
+
+
+def _step_lines() -> Callable[[str], None]:
+    """Each build step as a line on stderr (``-v``)."""
+
+    def step(name: str) -> None:
+        typer.echo(f"step: {name}", err=True)
+
+    return step
 
 
 @app.command()
@@ -352,7 +390,8 @@ def build(
             store=store,
             catalog=catalog,
             force=force,
-            on_progress=_download_bar(stack),
+            on_step=_step_lines() if ctx.obj.verbose else None,
+            on_progress=_download_bar(stack, ctx.obj.verbose),
         )
     typer.echo(
         f"built {key}: {len(body.get('images', []))} image(s), "
@@ -372,13 +411,18 @@ def prebuild(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Validate the list and print the plan only.")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Try recently failed entries again now.")
+    ] = False,
 ) -> None:
     """Build a YAML list of popular profiles before anyone asks for them.
 
     Entries are build requests ({version, target, profile, packages?,
     defaults?, ...}). They are grouped by (version, target), so each
     ImageBuilder is unpacked once; published ones are skipped, so a second run
-    builds nothing. Exit code 4 when any build failed.
+    builds nothing. What the list names is kept in the store for good (an
+    entry with defaults excepted: it expires after store.defaults_minutes).
+    Exit code 4 when any build failed.
     """
     from asu_ci.build import prebuild as prebuilding
     from asu_ci.errors import BuildError, UsageError
@@ -404,7 +448,7 @@ def prebuild(
             typer.echo(f"failed entry {entry.number} {entry.label()}: {error}", err=True)
 
     summary = prebuilding.run(
-        plan, settings=settings, store=store, catalog=catalog, on_result=report
+        plan, settings=settings, store=store, catalog=catalog, on_result=report, force=force
     )
     typer.echo(summary.line())
     if summary.failed:

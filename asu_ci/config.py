@@ -134,6 +134,15 @@ class Retention(_Model):
     prune_interval_minutes: Annotated[
         float, Field(ge=0, description="serve prunes this often; 0: never")
     ] = 60.0
+    defaults_minutes: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="a build with a first-boot script (defaults: often Wi-Fi and root "
+            "passwords) expires this long after it was built, however often it is asked for; "
+            "serve prunes at least this often",
+        ),
+    ] = 30.0
 
 
 class Signatures(_Model):

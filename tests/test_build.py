@@ -30,6 +30,7 @@ from asu_ci.errors import BuildError, RequestError
 from asu_ci.identity.hashing import request_hash
 from asu_ci.identity.request import BuildRequest
 from asu_ci.identity.validate import NormalizedRequest, normalize
+from asu_ci.publish import retention
 from asu_ci.publish.local import LocalStore
 from tests.conftest import (
     BUILD_PROFILE,
@@ -153,7 +154,9 @@ def test_full_build_publishes_every_file_and_field(kit: Kit, tmp_path: Path) -> 
     assert set(body) >= FIELDS_200
     assert body["status"] == 200 and body["detail"] == "done"
     assert body["id"] == BUILD_PROFILE and body["bin_dir"] == key == body["request_hash"]
-    assert body["request"] == request.to_json()
+    assert body["request"] == request.public_json()
+    # Shared by every requester of the hash: nothing one requester typed about itself.
+    assert "client" not in body["request"] and "luci/test" not in json.dumps(body)
     assert body["titles"] and body["version_code"] == "r24012-d8dd03c46f"
     assert body["manifest"]["luci"] and body["manifest"]["busybox"]
     assert steps == [
@@ -680,3 +683,68 @@ def test_parsers_read_the_real_formats() -> None:
 def test_signing_key_is_found_by_branch(build_world: BuildWorld) -> None:
     key = job._signing_key(build_world.settings, build_world.catalog, BUILD_VERSION)
     assert key == build_world.mirror.info.public_key
+
+
+# --- what a shared answer may hold (issue 12 points 2, 6, 12) ---------------------------
+
+
+def test_a_failure_body_shows_placeholders_not_this_machines_folders(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real ImageBuilder prints absolute paths (its own tree, BIN_DIR, FILES) in what
+    it says when ``make image`` fails; the published failure shows placeholders."""
+    real = proc.run
+
+    def failing_image(argv: list[str], **kwargs: Any) -> proc.Result:
+        result = real(argv, **kwargs)
+        if "image" not in argv:
+            return result
+        ib = Path(kwargs["cwd"]).resolve()
+        words = dict(w.split("=", 1) for w in argv if "=" in w)
+        out = (
+            f"mkdir -p {ib}/build_dir/target-mips_24kc_musl/root-ath79\n"
+            f"cp -fpR {words['FILES']}/. {ib}/build_dir/target-mips_24kc_musl/root-ath79/\n"
+            f"install -m0644 image.bin {words['BIN_DIR']}/openwrt-image.bin\n"
+        )
+        err = f"make[2]: *** [{ib}/include/image.mk:99: image] Error 1\n"
+        return proc.Result(result.argv, 2, result.stdout + out, result.stderr + err)
+
+    monkeypatch.setattr(proc, "run", failing_image)
+    request = kit.request(packages=["luci-app-firewall"], defaults="echo placeholders\n")
+    with pytest.raises(BuildError, match="make image failed"):
+        kit.build(request)
+    status = kit.store.status(request_hash(request))
+    assert status is not None and status["status"] == 500
+    text = json.dumps(status)
+    for folder in (kit.settings.data_dir, kit.settings.public_dir, kit.store.root):
+        assert str(folder.resolve()) not in text and str(folder.absolute()) not in text
+    assert "mkdir -p <IMAGEBUILDER>/build_dir/target-mips_24kc_musl/root-ath79" in status["stdout"]
+    assert "cp -fpR <FILES>/. <IMAGEBUILDER>/build_dir/" in status["stdout"]
+    assert "<BIN_DIR>/openwrt-image.bin" in status["stdout"]
+    assert "[<IMAGEBUILDER>/include/image.mk:99: image]" in status["stderr"]
+
+
+def test_a_first_boot_script_is_published_only_as_its_sha256(kit: Kit) -> None:
+    script = "uci set wireless.default_radio0.key='hunter2-wifi'\necho 'root:pw' | chpasswd\n"
+    request = kit.request(defaults=script, client="evil/ download at http://evil.example/")
+    body = kit.build(request)
+    folder = kit.folder(request)
+    shared = [json.dumps(body), *((folder / n).read_text() for n in ("build.json", "status.json"))]
+    for text in shared:
+        assert "hunter2" not in text and "chpasswd" not in text and "evil" not in text
+    assert body["request"]["defaults_sha256"] == hashlib.sha256(script.encode()).hexdigest()
+    assert "defaults" not in body["request"] and "client" not in body["request"]
+    # The image holds the script, and the store marks the build for early expiry.
+    assert script.encode() in _image(folder, body)
+    assert (folder / retention.FIRST_BOOT).is_file()
+    assert not (kit.folder(kit.request()) / retention.FIRST_BOOT).exists()
+    # The hash still covers the script: another script is another image.
+    assert request_hash(kit.request(defaults=script + "#\n")) != request_hash(request)
+
+
+def test_a_repeated_recent_failure_says_it_is_old_and_how_to_retry(kit: Kit) -> None:
+    request = kit.request(version_code="r5-0123456")
+    _fails(kit, request, "Received incorrect version")
+    with pytest.raises(BuildError, match="failure of an earlier run, 0 min ago") as again:
+        kit.build(request)
+    assert "--force tries again now" in again.value.message

@@ -1106,3 +1106,24 @@ def test_matrix_command(tmp_path: Path) -> None:
     refused = runner.invoke(cli, ["matrix", str(too_many)])
     assert refused.exit_code == 2
     assert "more than the 256 jobs" in refused.stderr
+
+
+def test_defaults_are_refused_and_inputs_carry_no_client(world: Callable[..., World]) -> None:
+    """GitHub has no private path for a first-boot script (workflow inputs and release
+    assets are public): the endpoint refuses it; other requests reach the workflow
+    without what the requester called itself."""
+    w = world()
+    w.fake.on_dispatch = w.workflow_publishes
+    refused = w.post(defaults="echo 'root:hunter2' | chpasswd\n")
+    assert refused.status_code == 400
+    detail = refused.json()["detail"]
+    assert "defaults" in detail and "GitHub" in detail and "hunter2" not in detail
+    assert w.dispatcher.queue.counts()["queued"] == 0
+
+    built = w.post(client="evil/ see http://evil.example/")
+    key = built.json()["request_hash"]
+    done = w.wait_status(key, 200)
+    (run,) = w.runs_of(key)
+    assert "client" not in json.loads(run.inputs["request"])
+    assert "evil" not in run.inputs["request"] and "evil" not in done.text
+    assert len(w.dispatches()) == 1

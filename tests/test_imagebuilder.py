@@ -254,6 +254,7 @@ def test_unpack_keeps_safe_links_and_drops_setuid(tmp_path: Path) -> None:
     assert os.readlink(dest / "bin" / "alias") == "tool"
     assert (dest / "bin" / "hard").stat().st_ino == (dest / "bin" / "tool").stat().st_ino
     assert (dest / "bin" / "tool").stat().st_mode & 0o7777 == 0o755
+
     # Another name: the top folder is not stripped, so no Makefile is at the top.
     with pytest.raises(ImageBuilderError, match="no Makefile"):
         unpack(archive, tmp_path / "other", GIB, name="other.tar.xz")
@@ -262,6 +263,17 @@ def test_unpack_keeps_safe_links_and_drops_setuid(tmp_path: Path) -> None:
     flat = _tar(tmp_path / "flat.tar.xz", [], top=False)
     unpack(flat, tmp_path / "flat", GIB, name=name)
     assert (tmp_path / "flat" / "Makefile").is_file()
+
+
+def test_unpacked_package_archives_are_read_only(tmp_path: Path) -> None:
+    name = f"{imagebuilder_basename(BUILD_VERSION, BUILD_TARGET)}.tar.xz"
+    members = [_member("packages/a_1_all.ipk", size=1), _member("packages/b-1-r0.apk", size=1)]
+    members.append(_member("packages/Packages", size=1))
+    dest = tmp_path / "root"
+    unpack(_tar(tmp_path / name, members), dest, GIB, name=name)
+    assert (dest / "packages" / "a_1_all.ipk").stat().st_mode & 0o7777 == 0o444
+    assert (dest / "packages" / "b-1-r0.apk").stat().st_mode & 0o7777 == 0o444
+    assert (dest / "packages" / "Packages").stat().st_mode & 0o7777 == 0o755
 
 
 @pytest.mark.parametrize("compression", ["xz", "zst"])
@@ -404,19 +416,39 @@ def test_file_lock_follows_a_removed_lock_file(tmp_path: Path) -> None:
 # --- working copies and repositories -------------------------------------------------------
 
 
-def test_working_copy_links_packages_and_copies_the_rest(tmp_path: Path) -> None:
+def test_working_copy_shares_no_file_with_the_cache(tmp_path: Path) -> None:
+    """What a build does to its working copy (a postinst or make step running as root,
+    writing in place, appending, truncating, renaming over) never reaches the cache."""
     shared = tmp_path / "shared"
     (shared / "packages").mkdir(parents=True)
-    (shared / "packages" / "busybox_1.36.1-1_mips_24kc.ipk").write_bytes(b"ipk")
+    names = [f"packages/{n}" for n in ("busybox_1.36.1-1_mips_24kc.ipk", "a.ipk", "b.apk")]
+    for name in names:
+        (shared / name).write_bytes(b"original package bytes")
+        (shared / name).chmod(0o444)
     (shared / "repositories.conf").write_text("src imagebuilder file:packages\n")
     (shared / "staging_dir").symlink_to("packages")
     copy = tmp_path / "copy"
     working_copy(shared, copy)
-    ipk = "packages/busybox_1.36.1-1_mips_24kc.ipk"
-    assert (copy / ipk).stat().st_ino == (shared / ipk).stat().st_ino
+    ipk, ipk2, apk = names
+    for name in names:
+        assert (copy / name).stat().st_ino != (shared / name).stat().st_ino
+        assert (copy / name).read_bytes() == b"original package bytes"
     assert (copy / "repositories.conf").stat().st_ino != (
         shared / "repositories.conf"
     ).stat().st_ino
+    # Root ignores the read-only mode: these writes succeed on the working copy.
+    assert os.geteuid() == 0 or not os.access(copy / ipk, os.W_OK)
+    if os.geteuid() == 0:
+        with open(copy / ipk, "r+b") as inplace:
+            inplace.write(b"EVIL")
+        with open(copy / ipk2, "ab") as appended:
+            appended.write(b"EVIL")
+        os.truncate(copy / apk, 0)
+        assert (copy / ipk).read_bytes().startswith(b"EVIL")
+    (copy / "evil").write_bytes(b"EVIL")
+    os.replace(copy / "evil", copy / ipk)
+    for name in names:
+        assert (shared / name).read_bytes() == b"original package bytes"
     assert os.readlink(copy / "staging_dir") == "packages"
     configure_repositories(copy, [("extra", "https://feeds.example.org/extra")], [], "append")
     assert "extra" not in (shared / "repositories.conf").read_text()

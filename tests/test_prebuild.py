@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from asu_ci.build import imagebuilder, prebuild
 from asu_ci.cli import app
 from asu_ci.errors import UsageError
+from asu_ci.publish import retention
 from asu_ci.publish.local import LocalStore
 from tests.conftest import BUILD_TARGET, BUILD_VERSION, BuildWorld
 
@@ -144,3 +146,70 @@ def test_cli_prebuild_prints_the_plan_then_one_summary(
     second = runner.invoke(app, base)
     assert second.output.splitlines()[0].endswith("1 to build, 2 already published")
     assert second.output.splitlines()[-1].startswith("prebuild: built 0, skipped 2, failed 1, ")
+
+
+def test_cli_prebuild_keeps_what_it_builds_and_force_retries_failures(
+    build_world: BuildWorld, tmp_path: Path
+) -> None:
+    settings = _settings(build_world, tmp_path)
+    config = tmp_path / "asu-ci.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude_none=True)))
+    listing = tmp_path / "popular.yaml"
+    failing = {**LIST[1], "version_code": "r1-0123456"}
+    listing.write_text(yaml.safe_dump([LIST[0], failing]))
+    runner = CliRunner()
+    base = ["--config", str(config), "prebuild", str(listing)]
+    store = LocalStore(settings.public_dir / "store")
+    plan = prebuild.plan(
+        prebuild.read_list(listing), catalog=build_world.catalog, settings=settings, store=store
+    )
+    built, failed = (entry.hash for group in plan.groups for entry in group.entries)
+
+    first = runner.invoke(app, base)
+    assert first.exit_code == 4
+    assert (store.folder(built) / retention.KEEP).is_file()
+    assert not (store.folder(failed) / retention.KEEP).exists()
+    # A re-run within the retry time repeats the old failure and says so ...
+    again = runner.invoke(app, base)
+    assert "failure of an earlier run" in again.output
+    # ... --force runs it again at once (it fails afresh: the revision is still wrong).
+    forced = runner.invoke(app, [*base, "--force"])
+    assert forced.exit_code == 4
+    assert "Received incorrect version" in forced.output
+    assert "failure of an earlier run" not in forced.output
+    # A build already published before is marked kept by the next prebuild too.
+    (store.folder(built) / retention.KEEP).unlink()
+    runner.invoke(app, base)
+    assert (store.folder(built) / retention.KEEP).is_file()
+
+
+def test_cli_build_verbose_shows_each_step(build_world: BuildWorld, tmp_path: Path) -> None:
+    settings = _settings(build_world, tmp_path)
+    config = tmp_path / "asu-ci.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude_none=True)))
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(LIST[1]))
+    result = CliRunner().invoke(app, ["-v", "--config", str(config), "build", "--request",
+                                      str(request)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    steps = [line for line in result.output.splitlines() if line.startswith("step: ")]
+    assert steps == [
+        "step: download_imagebuilder",
+        "step: unpack_imagebuilder",
+        "step: calculate_packages_hash",
+        "step: building_image",
+    ]
+    quiet = CliRunner().invoke(app, ["--config", str(config), "build", "--request", str(request)])
+    assert "step: " not in quiet.output
+
+
+def test_cli_render_verbose_shows_progress(build_world: BuildWorld, tmp_path: Path) -> None:
+    settings = _settings(build_world, tmp_path)
+    config = tmp_path / "asu-ci.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude_none=True)))
+    verbose = CliRunner().invoke(app, ["-v", "--config", str(config), "render"])
+    assert verbose.exit_code == 0, verbose.output
+    lines = [line for line in verbose.output.splitlines() if line.startswith("rendering: ")]
+    assert lines and lines[-1].split()[1].split("/")[0] == lines[-1].split()[1].split("/")[1]
+    quiet = CliRunner().invoke(app, ["--config", str(config), "render"])
+    assert quiet.exit_code == 0 and "rendering: " not in quiet.output

@@ -17,7 +17,7 @@ from asu_ci.cli import app as cli
 from asu_ci.config import Settings, load_settings
 from asu_ci.dispatch.queue import Queue
 from asu_ci.index.render import render_tree
-from asu_ci.publish.retention import ASKED, KEEP, prune
+from asu_ci.publish.retention import ASKED, FIRST_BOOT, KEEP, prune
 from tests.conftest import BUILD_PROFILE, BUILD_TARGET, BUILD_VERSION, build_fixtures
 
 DAY = 86400.0
@@ -161,3 +161,24 @@ def test_a_pruned_build_asked_again_is_built_again(tmp_path: Path) -> None:
         again = client.post("/api/v1/build", json=body)
         assert again.status_code == 202
         assert again.json()["request_hash"] == digest
+
+
+def test_a_build_with_a_first_boot_script_expires_within_defaults_minutes(
+    tmp_path: Path,
+) -> None:
+    """defaults often holds passwords: such a build goes store.defaults_minutes after it
+    was built, however recently it was asked for and even when marked kept."""
+    settings = settings_in(tmp_path, **{"store.defaults_minutes": 30})
+    assert Settings().store.defaults_minutes == 30  # upstream ASU's half hour
+    expired_secret = finished(settings, "a", built_days=31 / 1440, asked_days=0)
+    (expired_secret / FIRST_BOOT).touch()
+    kept_secret = finished(settings, "b", built_days=31 / 1440, asked_days=0)
+    (kept_secret / FIRST_BOOT).touch()
+    (kept_secret / KEEP).touch()
+    fresh_secret = finished(settings, "c", built_days=29 / 1440, asked_days=None)
+    (fresh_secret / FIRST_BOOT).touch()
+    plain = finished(settings, "d", built_days=31 / 1440, asked_days=None)
+    summary = prune(settings, now=NOW)  # the ages above count from NOW
+    assert sorted(summary.removed) == ["a" * 64, "b" * 64]
+    assert not expired_secret.exists() and not kept_secret.exists()
+    assert fresh_secret.is_dir() and plain.is_dir()

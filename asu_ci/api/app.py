@@ -65,6 +65,11 @@ JSON = "application/json"
 #: Where the API docs' own assets are served: from the package, never a CDN.
 DOCS_ASSETS = "/docs/assets"
 _SEGMENT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+DEFAULTS_ON_GITHUB = (
+    "This server builds on GitHub Actions, where a request's fields end up in public "
+    "workflow inputs and release assets; it does not take defaults (a first-boot script, "
+    "which often holds passwords). Leave defaults out, or use a server that builds locally."
+)
 
 
 @dataclass
@@ -191,7 +196,14 @@ class Service:
     # -- the flow ------------------------------------------------------------
 
     def identify(self, request: BuildRequest) -> Identity:
-        """Validate against the index and hash: CPU work on index files kept in memory."""
+        """Validate against the index and hash: CPU work on index files kept in memory.
+
+        The GitHub backend has no private path for a first-boot script: workflow
+        inputs, logs and release assets of a public repository are public, and
+        ``defaults`` often holds passwords. Such a request is refused (400).
+        """
+        if request.defaults and self.settings.backend == "github":
+            raise RequestError(DEFAULTS_ON_GITHUB)
         return identify(request, self.catalog, self.settings.server)
 
     def asked(self, digest: str) -> bytes | None:
@@ -218,6 +230,7 @@ class Service:
             if in_flight or failed_for_now:
                 return self.answer_status(digest, status)
         self.limiter.check(client)
+        log.info("queueing %s for %s (%s)", digest, client, normalized.client or "no client name")
         added = self.queue.add(
             digest, normalized.to_json(), self.settings.server.max_pending_builds
         )

@@ -27,16 +27,18 @@ The unpacked ``root/`` is never built in. The real ImageBuilder writes into
 its own tree on every ``make image`` (``build_dir/target-*/root-*``, ``tmp/``,
 ``dl/``, ``staging_dir/host`` stamps, a regenerated ``packages/Packages``),
 so two builds in one tree would overwrite each other's root filesystems.
-Each build therefore gets a private working copy (:func:`working_copy`): the
-package archives (``*.ipk``, ``*.apk``, the bulk of the size, only ever read)
-are hard links, everything else is copied, so nothing a build writes or
-replaces — ``repositories.conf``, ``repositories``, ``keys/`` included — can
-reach the shared tree or another build.
+Each build therefore gets a private working copy (:func:`working_copy`):
+everything is copied, the package archives (``*.ipk``, ``*.apk``, read-only
+in the cache) as reflinks where the filesystem has them, so nothing a build
+writes or replaces — ``repositories.conf``, ``repositories``, ``keys/``, a
+package archive changed in place by a script running as root — can reach the
+shared tree or another build.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -66,13 +68,16 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int | None], None]
 StepFn = Callable[[str], None]
 
-#: Package archives the ImageBuilder only ever reads: linked, not copied.
+#: Package archives the ImageBuilder only ever reads: read-only in the cache, cloned
+#: (copy-on-write where the filesystem can) into each working copy.
 LINKABLE_SUFFIXES = (".ipk", ".apk")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *]([^/\s]+)$")
 _ARCHIVE_SUFFIXES = (".tar.zst", ".tar.xz")
 _KMODS_FEED = re.compile(r"/targets/[^/\s]+/[^/\s]+/kmods/[^/\s]+")
 _CHUNK = 1 << 20
+#: linux/fs.h ``FICLONE``: make a file share another's blocks, copy-on-write.
+_FICLONE = 0x40049409
 
 
 class ArchiveChangedError(ImageBuilderError):
@@ -483,7 +488,9 @@ class _Extractor:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             with source, os.fdopen(os.open(path, flags, 0o600), "wb") as out:
                 shutil.copyfileobj(source, out, _CHUNK)
-            os.chmod(path, member.mode & 0o755)
+            # Package archives are only ever read: nobody may write them in the cache.
+            read_only = parts[-1].endswith(LINKABLE_SUFFIXES)
+            os.chmod(path, 0o444 if read_only else member.mode & 0o755)
             self.times.append((path, int(member.mtime)))
         elif member.issym():
             target = member.linkname
@@ -533,14 +540,25 @@ def working_copy(source: Path, dest: Path) -> None:
 
     def copy(src: str, dst: str) -> Any:
         if src.endswith(LINKABLE_SUFFIXES):
-            try:
-                os.link(src, dst, follow_symlinks=False)
-            except OSError:
-                return shutil.copy2(src, dst)
+            clone(src, dst)
             return dst
         return shutil.copy2(src, dst)
 
     shutil.copytree(source, dest, symlinks=True, copy_function=copy)
+
+
+def clone(src: str, dst: str) -> None:
+    """``dst`` as a copy of ``src`` that shares no inode with it: a reflink where the
+    filesystem has them (btrfs, XFS: no data copied, blocks copied on write), else
+    a full copy. Never a hard link: a build runs package scripts as root, and root
+    writes through a read-only mode, so a link would carry an in-place write into
+    the shared cache and every later build."""
+    with open(src, "rb") as reading, open(dst, "xb") as writing:
+        try:
+            fcntl.ioctl(writing.fileno(), _FICLONE, reading.fileno())
+        except OSError:
+            shutil.copyfileobj(reading, writing, _CHUNK)
+    shutil.copystat(src, dst)
 
 
 # --- custom repositories --------------------------------------------------------------
@@ -563,8 +581,7 @@ def configure_repositories(
     no other feed can stand in for it, and without it not even the device's
     own kernel modules install. ``keys`` go into ``keys/``: usign keys named
     after their key number (opkg), PEM keys as ``asu-<digest>.pem`` (apk).
-    Files are replaced, never written in place, so a hard link to the shared
-    tree could not carry the change there either. Returns the feed lines added.
+    Files are replaced, never written in place. Returns the feed lines added.
     """
     apk = (ib_root / "repositories").is_file()
     config = ib_root / ("repositories" if apk else "repositories.conf")

@@ -55,7 +55,7 @@ from asu_ci.identity.validate import (
 )
 from asu_ci.index.catalog import Catalog
 from asu_ci.index.render import render_tree
-from asu_ci.publish import bodies
+from asu_ci.publish import bodies, retention
 from asu_ci.publish.base import Store
 from asu_ci.upstream.source import Upstream
 
@@ -133,6 +133,20 @@ def make_path(name: str, path: Path) -> str:
 def shown_argv(argv: Sequence[str]) -> list[str]:
     """The make command as published: this machine's folders become placeholders."""
     return [_FOLDER_WORD.sub(r"\1=<\1>", word) for word in argv]
+
+
+def hide_paths(text: str, folders: Sequence[tuple[Path, str]]) -> str:
+    """``text`` with each folder's absolute path (as given and resolved) replaced by its
+    placeholder, the longest path first, so a published failure shows
+    ``<IMAGEBUILDER>/build_dir/…`` where make printed this machine's folders."""
+    pairs: dict[str, str] = {}
+    for folder, placeholder in folders:
+        for form in (str(folder.absolute()), str(folder.resolve())):
+            if len(form) > 1:
+                pairs.setdefault(form, placeholder)
+    for path in sorted(pairs, key=len, reverse=True):
+        text = text.replace(path, pairs[path])
+    return text
 
 
 # --- parsing what the ImageBuilder prints ----------------------------------------------
@@ -412,8 +426,15 @@ def _raise_recent_failure(store: Store, key: str, settings: Settings) -> None:
         return
     if bodies.is_retryable(status, settings.build.failure_retry_seconds):
         return
+    failed_at = status.get("failed_at")
+    ago = (
+        f"{max(0, int(time.time() - failed_at)) // 60} min ago"
+        if isinstance(failed_at, int | float)
+        else "recently"
+    )
     raise BuildError(
-        str(status.get("detail") or "The build failed"),
+        f"{status.get('detail') or 'The build failed'} (the failure of an earlier run, "
+        f"{ago}; repeated until build.failure_retry_seconds pass, --force tries again now)",
         stdout=str(status.get("stdout") or ""),
         stderr=str(status.get("stderr") or ""),
     )
@@ -462,7 +483,9 @@ def run_build(
         with contextlib.ExitStack() as stack:
             if upstream is None:
                 cache = settings.data_dir / "cache" / "upstream"
-                upstream = stack.enter_context(Upstream(settings.upstream, cache))
+                upstream = stack.enter_context(
+                    Upstream(settings.upstream, cache, bound=settings.upstream_timeout_seconds)
+                )
             job = _Job(request, key, settings, store, catalog, upstream, on_step, on_progress)
             return job.run()
     finally:
@@ -508,7 +531,7 @@ class _Job:
             return self._build(started)
         except AsuCiError as exc:
             error = exc if isinstance(exc, BuildError) else BuildError(exc.message)
-            self.store.write_status(self.key, bodies.failed(self.key, error))
+            self.store.write_status(self.key, bodies.failed(self.key, self._published(error)))
             raise
         except Exception:
             error = BuildError("The build failed unexpectedly; the builder's log has the cause")
@@ -516,6 +539,25 @@ class _Job:
             raise
         finally:
             shutil.rmtree(runs, ignore_errors=True)
+
+    def _published(self, error: BuildError) -> BuildError:
+        """``error`` as every requester of the hash may read it: this machine's folders
+        in its detail and output tails become placeholders (``<BIN_DIR>``,
+        ``<FILES>`` as in ``build_cmd``; ``<IMAGEBUILDER>`` the working copy,
+        ``<WORK>`` the rest of the run's folder, ``<DATA>`` and ``<PUBLIC>``)."""
+        folders = (
+            (self.work / "bin", "<BIN_DIR>"),
+            (self.work / "files", "<FILES>"),
+            (self.work / "imagebuilder", "<IMAGEBUILDER>"),
+            (self.work, "<WORK>"),
+            (self.settings.data_dir, "<DATA>"),
+            (self.settings.public_dir, "<PUBLIC>"),
+        )
+        return BuildError(
+            hide_paths(error.message, folders),
+            stdout=hide_paths(error.stdout, folders),
+            stderr=hide_paths(error.stderr, folders),
+        )
 
     def _build(self, started: float) -> dict[str, Any]:
         request = self.request
@@ -550,6 +592,9 @@ class _Job:
                 shutil.rmtree(stale, ignore_errors=True)
         try:
             images, profile = self._collect(bin_dir, staging)
+            if request.defaults is not None:
+                # Marks a build that holds a first-boot script for early expiry.
+                (staging / retention.FIRST_BOOT).touch()
             self.timings["total"] = time.monotonic() - started
             body = self._body(profile, images, manifest, argv, archive, applied)
             self.store.publish(self.key, staging, body)
@@ -842,7 +887,7 @@ class _Job:
             "build_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "manifest": manifest,
             "build_cmd": shown_argv(argv),
-            "request": request.to_json(),
+            "request": request.public_json(),
             "package_changes": applied,
             "status": 200,
             "detail": "done",

@@ -31,6 +31,8 @@ from asu_ci.identity.identify import Identity, identify
 from asu_ci.identity.request import BuildRequest
 from asu_ci.identity.validate import NormalizedRequest
 from asu_ci.index.catalog import Catalog
+from asu_ci.publish import retention
+from asu_ci.publish.local import LocalStore
 from asu_ci.upstream.source import Upstream
 
 
@@ -168,6 +170,11 @@ def plan(
     return Plan(tuple(Group(v, t, tuple(entries)) for (v, t), entries in groups.items()))
 
 
+def _keep(store: BuildStore, key: str) -> None:
+    if isinstance(store, LocalStore):
+        retention.mark_kept(store, key)
+
+
 def run(
     prepared: Plan,
     *,
@@ -176,19 +183,29 @@ def run(
     catalog: Catalog,
     upstream: Upstream | None = None,
     on_result: Callable[[Planned, str | None], None] | None = None,
+    force: bool = False,
 ) -> Summary:
     """Build every request of the plan not yet published, one ImageBuilder group at a time.
 
     A failed request does not stop the others; ``on_result(entry, error)``
-    hears each one (``error`` None for a success).
+    hears each one (``error`` None for a success). ``force`` retries a recent
+    failure at once. In a :class:`LocalStore`, every published entry (built
+    now or before) is marked kept for good (:func:`retention.mark_kept`).
     """
     started = time.monotonic()
     summary = Summary()
     owned = upstream is None
-    source = upstream or Upstream(settings.upstream, settings.data_dir / "cache" / "upstream")
+    source = upstream or Upstream(
+        settings.upstream,
+        settings.data_dir / "cache" / "upstream",
+        bound=settings.upstream_timeout_seconds,
+    )
     try:
         for group in prepared.groups:
             summary.skipped += len(group.entries) - len(group.todo)
+            for entry in group.entries:
+                if entry.published:
+                    _keep(store, entry.hash)
             for entry in group.todo:
                 error: str | None = None
                 try:
@@ -198,6 +215,7 @@ def run(
                         store=store,
                         catalog=catalog,
                         upstream=source,
+                        force=force,
                     )
                 except AsuCiError as exc:
                     error = exc.message
@@ -205,6 +223,7 @@ def run(
                     summary.failures.append((entry, error))
                 else:
                     summary.built += 1
+                    _keep(store, entry.hash)
                 if on_result is not None:
                     on_result(entry, error)
     finally:

@@ -9,6 +9,7 @@ message is what the client shows.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Collection, Iterable, Mapping
@@ -82,11 +83,27 @@ class NormalizedRequest:
         }
 
     def to_json(self) -> dict[str, Any]:
-        """The ``request`` object of the 200 body and of a dispatched job."""
+        """The request as the build job takes it (queue row, dispatched job).
+
+        ``defaults`` is in it: the job writes it into the image. ``client`` is
+        not: nothing downstream of the endpoint needs what a requester calls
+        itself.
+        """
         data = self.image_fields()
         data["repositories_mode"] = self.repositories_mode
-        if self.client is not None:
-            data["client"] = self.client
+        return data
+
+    def public_json(self) -> dict[str, Any]:
+        """The ``request`` object of a shared answer (``build.json``, the 200 body).
+
+        Every requester of the hash reads it, so it holds only what makes the
+        image: no ``client``, and ``defaults`` (first-boot scripts carry
+        passwords) only as ``defaults_sha256``.
+        """
+        data = self.to_json()
+        if self.defaults is not None:
+            del data["defaults"]
+            data["defaults_sha256"] = hashlib.sha256(self.defaults.encode()).hexdigest()
         return data
 
     @classmethod

@@ -456,6 +456,7 @@ class _Renderer:
             "upstream_versions": asdict(versions) if versions else None,
             "upstream_url": self.settings.upstream,
             "server": server.model_dump(mode="json"),
+            "backend": self.settings.backend,
         }
 
         def produce() -> _Output:
@@ -471,7 +472,8 @@ class _Renderer:
                 "server": {
                     "version": __version__,
                     "contact": server.contact,
-                    "allow_defaults": server.allow_defaults,
+                    # The GitHub backend refuses defaults: it has no private path for them.
+                    "allow_defaults": server.allow_defaults and self.settings.backend != "github",
                     "max_custom_rootfs_size_mb": server.max_custom_rootfs_size_mb,
                     "max_defaults_length": server.max_defaults_length,
                     "repository_allow_list": list(server.repository_allow_list),

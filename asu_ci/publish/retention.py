@@ -2,6 +2,9 @@
 
 What a store folder ``store/<hash>/`` holds decides its fate:
 
+- ``.defaults`` (written by the build job): the image holds a first-boot
+  script, which often carries passwords; it expires ``store.defaults_minutes``
+  after it was built, whatever else holds (``.keep``, a recent ask);
 - ``.keep`` (written by ``asu-ci prebuild``): kept for good;
 - a request in the queue (queued or running) or a 202 ``status.json``: in flight, kept;
 - ``build.json``: a finished build. It expires ``store.keep_days`` after it was
@@ -37,6 +40,8 @@ from asu_ci.publish.local import LocalStore
 log = logging.getLogger(__name__)
 
 KEEP = ".keep"
+#: Marks a build whose image holds a first-boot script (``defaults``).
+FIRST_BOOT = ".defaults"
 ASKED = ".asked"
 DAY = 86400.0
 
@@ -96,9 +101,11 @@ def _size(folder: Path) -> int:
 
 def expired(folder: Path, store: LocalStore, settings: Settings, now: float) -> bool:
     """Whether the store folder has expired (see the module docstring)."""
+    built = _mtime(folder / "build.json")
+    if built is not None and (folder / FIRST_BOOT).exists():
+        return now - built >= settings.store.defaults_minutes * 60
     if (folder / KEEP).exists():
         return False
-    built = _mtime(folder / "build.json")
     if built is not None:
         asked = max(built, _mtime(folder / ASKED) or 0.0)
         return now - asked >= settings.store.keep_days * DAY
@@ -163,7 +170,8 @@ def _remove(folder: Path, store: LocalStore, settings: Settings, now: float) -> 
     except OSError:
         return None
     asked = _mtime(trash / ASKED)
-    if asked is not None and now - asked < settings.store.keep_days * DAY:
+    first_boot = (trash / FIRST_BOOT).exists()
+    if not first_boot and asked is not None and now - asked < settings.store.keep_days * DAY:
         try:
             trash.rename(folder)
         except OSError:  # a new request made the folder meanwhile: the old copy goes
@@ -196,7 +204,8 @@ class PruneLoop:
             self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        interval = self.settings.store.prune_interval_minutes * 60
+        store = self.settings.store
+        interval = min(store.prune_interval_minutes, store.defaults_minutes) * 60
         while not self._stop.wait(interval):
             try:
                 prune(self.settings, forget=self.forget)
