@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import machine
@@ -200,7 +201,7 @@ def today(archs: int, count: int) -> None:
     """Cold, warm and refresh figures of a tree shaped like today's download server."""
     from asu_ci.config import Settings
     from asu_ci.index.refresh import Refresher
-    from asu_ci.index.render import render_tree
+    from asu_ci.index.render import RenderSummary, render_tree
 
     with tempfile.TemporaryDirectory(prefix="asu-ci-bench-today-") as tmp:
         root = Path(tmp)
@@ -213,11 +214,12 @@ def today(archs: int, count: int) -> None:
         )
         with MirrorServer([root / "upstream"]) as mirror:
             settings = Settings(upstream=mirror.url, public=root / "public", data=root / "data")
-            for label, run in (
+            runs: list[tuple[str, Callable[[], RenderSummary | None]]] = [
                 ("cold render", lambda: render_tree(settings)),
                 ("warm render (asu-ci render)", lambda: render_tree(settings)),
                 ("re-render cycle (asu-ci serve)", lambda: Refresher(settings).cycle()),
-            ):
+            ]
+            for label, run in runs:
                 mirror.reset()
                 summary = run()
                 assert summary is not None

@@ -6,11 +6,15 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from asu_ci.config import Settings
+from asu_ci.index.catalog import Catalog
+from asu_ci.index.render import render_tree
 from tests.support.imagebuilder import UPSTREAM_FIXTURES
-from tests.support.mirror import MirrorServer
+from tests.support.mirror import MirrorServer, build_mirror, serve
 
 
 @pytest.fixture
@@ -40,10 +44,10 @@ class BuildWorld:
     """A mirror on 127.0.0.1 (one target, signed, with the test ImageBuilder), its
     rendered index and settings whose data folder is shared by the session's builds."""
 
-    mirror: object  # tests.support.mirror.MirrorServer
+    mirror: MirrorServer
     fixtures: Path
-    settings: object  # asu_ci.config.Settings
-    catalog: object  # asu_ci.index.catalog.Catalog
+    settings: Settings
+    catalog: Catalog
 
 
 def build_fixtures(dest: Path) -> Path:
@@ -67,18 +71,14 @@ def build_fixtures(dest: Path) -> Path:
 
 
 def make_build_world(
-    tmp: Path, fixtures: Path, mirror: object | None = None, **kwargs: object
+    tmp: Path, fixtures: Path, mirror: MirrorServer | None = None, **kwargs: Any
 ) -> BuildWorld:
     """Serve a new mirror (``kwargs`` go to ``build_mirror``) unless one is given, render it."""
-    from asu_ci.config import Settings
-    from asu_ci.index.catalog import Catalog
-    from asu_ci.index.render import render_tree
-    from tests.support.mirror import build_mirror, serve
-
     if mirror is None:
         kwargs.setdefault("package_count", BUILD_PACKAGE_COUNT)
         mirror = serve(build_mirror(tmp / "mirror", fixtures=fixtures, **kwargs))
     info = mirror.info
+    assert info is not None
     settings = Settings.model_validate(
         {
             "upstream": mirror.url,

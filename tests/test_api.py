@@ -20,7 +20,7 @@ from asu_ci.api.app import create_app
 from asu_ci.config import Settings, load_settings
 from asu_ci.dispatch.queue import Queue
 from asu_ci.index.render import render_tree
-from tests.support.mirror import MirrorServer
+from tests.support.mirror import MirrorServer, mirror_key
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -363,7 +363,7 @@ def rendered(upstream_mirror: MirrorServer, tmp_path_factory: pytest.TempPathFac
             "public": home / "public",
             "data": home / "data",
             # the mirror signs its sha256sums with its own key, not OpenWrt's
-            "signatures.trusted_keys": [upstream_mirror.info.public_key],
+            "signatures.trusted_keys": [mirror_key(upstream_mirror)],
         },
         environ={},
     )

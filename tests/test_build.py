@@ -40,7 +40,7 @@ from tests.conftest import (
     make_build_world,
 )
 from tests.support.imagebuilder import imagebuilder_basename, unpack_imagebuilder
-from tests.support.mirror import build_mirror, publish_imagebuilder, serve
+from tests.support.mirror import build_mirror, built, mirror_key, publish_imagebuilder, serve
 from tests.support.packages import write_packages
 from tests.support.usign import generate_keypair, sign
 
@@ -137,7 +137,7 @@ def _visible(folder: Path) -> list[str]:
 
 
 def _image(folder: Path, body: dict[str, Any], kind: str = "sysupgrade") -> bytes:
-    name = next(i["name"] for i in body["images"] if i["type"] == kind)
+    name: str = next(i["name"] for i in body["images"] if i["type"] == kind)
     return (folder / name).read_bytes()
 
 
@@ -184,7 +184,8 @@ def test_full_build_publishes_every_file_and_field(kit: Kit, tmp_path: Path) -> 
 
     # The reproducibility record names the exact archive, argv and timings.
     record = body["reproducibility"]
-    archive = kit.world.mirror.info.archive_path
+    archive = built(kit.world.mirror).archive_path
+    assert archive is not None
     assert record["imagebuilder"]["name"] == archive.name
     assert record["imagebuilder"]["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
     assert record["imagebuilder"]["url"].startswith(kit.world.mirror.url)
@@ -241,6 +242,7 @@ def test_build_cmd_words_are_single_argv_words(kit: Kit) -> None:
 
 def test_diff_packages_removes_defaults_not_asked_for(kit: Kit) -> None:
     profile = kit.world.catalog.profile(BUILD_VERSION, BUILD_TARGET, BUILD_PROFILE)
+    assert profile is not None
     builtin = set(profile["default_packages"]) | set(profile["device_packages"])
     wanted = sorted(builtin - {"ppp", "ppp-mod-pppoe"})
     kept = kit.build(kit.request(packages=wanted))
@@ -375,7 +377,12 @@ def test_a_failure_is_kept_until_the_retry_time(
     _fails(kit, request, "Received incorrect version")
     calls: list[Any] = []
     real = proc.run
-    monkeypatch.setattr(proc, "run", lambda *a, **k: calls.append(a) or real(*a, **k))
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(proc, "run", counted)
     with pytest.raises(BuildError, match="Received incorrect version"):
         kit.build(request)
     assert calls == []
@@ -682,7 +689,7 @@ def test_parsers_read_the_real_formats() -> None:
 
 def test_signing_key_is_found_by_branch(build_world: BuildWorld) -> None:
     key = job._signing_key(build_world.settings, build_world.catalog, BUILD_VERSION)
-    assert key == build_world.mirror.info.public_key
+    assert key == mirror_key(build_world.mirror)
 
 
 # --- what a shared answer may hold (issue 12 points 2, 6, 12) ---------------------------

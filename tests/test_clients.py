@@ -20,7 +20,7 @@ import requests
 
 from asu_ci.dispatch.queue import Queue
 from tests.support.frontends import Serve, free_port, write_config
-from tests.support.mirror import MirrorServer
+from tests.support.mirror import MirrorServer, mirror_key
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -88,7 +88,7 @@ def server(
         {
             "upstream": upstream_mirror.url,
             # the mirror signs its sha256sums with its own key, not OpenWrt's
-            "signatures": {"trusted_keys": [upstream_mirror.info.public_key]},
+            "signatures": {"trusted_keys": [mirror_key(upstream_mirror)]},
             "public": str(home / "public"),
             "data": str(home / "data"),
             "local": {"workers": 2},

@@ -357,9 +357,19 @@ def test_failed_run_is_500_naming_the_run_with_the_output(world: Callable[..., W
     assert row is not None and row.state == "failed"
 
 
+def ref_of(w: World, key: str) -> str | None:
+    """The backend reference the queue keeps for ``key`` (None while it has no row)."""
+    row = w.dispatcher.queue.get(key)
+    return None if row is None else row.backend_ref
+
+
 def test_cancelled_run_without_a_report_is_500(world: Callable[..., World]) -> None:
     w = world()
-    w.fake.on_dispatch = lambda run: w.fake.complete_run(run.id, "cancelled")
+
+    def cancelled(run: FakeRun) -> None:
+        w.fake.complete_run(run.id, "cancelled")
+
+    w.fake.on_dispatch = cancelled
     key = w.post().json()["request_hash"]
     failed = w.wait_status(key, 500).json()
     assert "ended with 'cancelled'" in failed["detail"]
@@ -571,12 +581,12 @@ def test_a_run_cancelled_by_a_newer_one_of_its_group_is_followed_to_the_newer(
     wait_for(lambda: len(w.runs_of(key)) == 2)
     ours = max(r.id for r in w.runs_of(key))
     assert w.fake.get_run(ours).status == "pending"  # behind the running one
-    wait_for(lambda: (w.dispatcher.queue.get(key) or w).backend_ref == f"run:{ours}")
+    wait_for(lambda: ref_of(w, key) == f"run:{ours}")
     newer = w.fake.dispatch(inputs)  # a third: GitHub cancels ours, the pending one
     assert w.fake.get_run(ours).conclusion == "cancelled"
     w.fake.complete_run(running.id, "failure")
     assert w.fake.get_run(newer.id).status == "queued"
-    wait_for(lambda: (w.dispatcher.queue.get(key) or w).backend_ref == f"run:{newer.id}")
+    wait_for(lambda: ref_of(w, key) == f"run:{newer.id}")
     w.workflow_publishes(w.fake.get_run(newer.id))
     assert w.wait_status(key, 200).json()["request_hash"] == key
 
@@ -689,7 +699,8 @@ class GatedGitHub(FakeGitHub):
 def test_unreachable_github_503_then_everything_dispatched_once(
     world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake = GatedGitHub().start()
+    fake = GatedGitHub()
+    fake.start()
     gate = Gate(fake.port)
     fake.gate = gate
     gate.open()

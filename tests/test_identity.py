@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -65,7 +66,7 @@ def test_package_order_and_duplicates_do_not_change_the_hash() -> None:
     assert request_hash(a) == request_hash(b)
 
 
-CHANGES = {
+CHANGES: dict[str, Any] = {
     "version": "23.05.3",
     "version_code": "r23809-234f1a2efa",
     "target": "ath79/nand",
@@ -461,7 +462,7 @@ def test_asking_for_what_the_image_holds_does_not_count(world: World) -> None:
 def test_names_a_package_change_renames_are_kept(world: World) -> None:
     """``firewall`` (renamed firewall4, r18611) may matter once the change applies."""
     changes = ({"source": "firewall", "target": "firewall4", "revision": 18611},)
-    branch = Branch(name="23.05", package_changes=changes)  # type: ignore[arg-type]
+    branch = Branch.model_validate({"name": "23.05", "package_changes": changes})
     settings = world.settings.model_copy(
         update={"branches": (Branch(name="SNAPSHOT", snapshot=True), branch)}
     )

@@ -153,7 +153,12 @@ def test_a_tampered_archive_is_refused_before_unpacking(own_mirror: Any, tmp_pat
     unpacked: list[Any] = []
     real = imagebuilder.unpack
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(imagebuilder, "unpack", lambda *a, **k: unpacked.append(a) or real(*a, **k))
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            unpacked.append(args)
+            return real(*args, **kwargs)
+
+        patch.setattr(imagebuilder, "unpack", counted)
         with (
             pytest.raises(ImageBuilderError, match="does not match its sha256sums entry"),
             cache.use(BUILD_VERSION, BUILD_TARGET, archive),

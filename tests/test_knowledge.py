@@ -15,7 +15,7 @@ ASU_OR_OPENWRT = ("https://github.com/openwrt/asu/", "https://github.com/openwrt
 
 
 def _changes(name: str, **fields: object) -> list[dict[str, object]]:
-    branch = Branch(name=name, **fields)  # type: ignore[arg-type]
+    branch = Branch.model_validate({"name": name, **fields})
     done = knowledge.complete_branch(branch)
     return [c.model_dump() for c in done["package_changes"]]
 

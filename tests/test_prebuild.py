@@ -18,7 +18,7 @@ from asu_ci.publish import retention
 from asu_ci.publish.local import LocalStore
 from tests.conftest import BUILD_TARGET, BUILD_VERSION, BuildWorld
 
-LIST = [
+LIST: list[dict[str, Any]] = [
     {"version": BUILD_VERSION, "target": BUILD_TARGET, "profile": "tplink_archer-c7-v5",
      "packages": ["luci"]},
     {"version": BUILD_VERSION, "target": BUILD_TARGET, "profile": "glinet,gl-ar300m16"},

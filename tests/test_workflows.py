@@ -28,10 +28,10 @@ SHA_PIN = re.compile(r"^\s*(?:-\s+)?uses:\s*[\w.-]+/[\w./-]+@([0-9a-f]{40})\s+#\
 
 
 def load(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text())
+    data: dict[Any, Any] = yaml.safe_load(path.read_text())
     # YAML 1.1 reads the key `on` as True.
     data["on"] = data.pop(True, data.get("on"))
-    return data
+    return {str(key): value for key, value in data.items()}
 
 
 def steps(workflow: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

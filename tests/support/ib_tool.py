@@ -1132,7 +1132,8 @@ def _image_body(
         f"disabled_services: {ctx.var('DISABLED_SERVICES')}",
         f"packages ({len(installed)}):",
     ]
-    lines += [f"  {p.name} {p.version}" for p in sorted(installed.values(), key=lambda p: p.name)]
+    versions: dict[str, str] = {name: pkg.version for name, pkg in installed.items()}
+    lines += [f"  {name} {versions[name]}" for name in sorted(versions)]
     lines.append(f"files ({len(files[0])}):")
     lines += files[0]
     return ("\n".join(lines) + "\n").encode() + files[1]

@@ -969,3 +969,16 @@ __all__ = [
     "write_sha256sums",
     "write_versions",
 ]
+
+
+def built(server: MirrorServer) -> MirrorInfo:
+    """What :func:`build_mirror` made for ``server`` (a mirror of plain folders has none)."""
+    assert server.info is not None, "this mirror serves folders only, nothing was built"
+    return server.info
+
+
+def mirror_key(server: MirrorServer) -> str:
+    """The usign public key that signs ``server``'s sha256sums (trust it in settings)."""
+    key = built(server).public_key
+    assert key is not None, "this mirror was built unsigned"
+    return key
