@@ -11,7 +11,6 @@ import concurrent.futures
 import re
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
