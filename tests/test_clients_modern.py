@@ -200,8 +200,7 @@ def owut_build(
         f"{overview['upstream_url']}/{directory}/targets/{TARGET}/profiles.json", timeout=10
     ).json()
     assert BOARD.replace(",", "_") in platform["profiles"]
-    if version != "23.05.4":
-        assert platform["linux_kernel"]["version"]
+    assert platform["linux_kernel"]["version"]  # owut's kernel of the new release
     rev_num = revision_number(platform["version_code"])
     wanted = list(installed)
     for change in branch["package_changes"]:
