@@ -149,7 +149,7 @@
     if (Array.isArray(request.packages)) parts.push(describeChanges(request.packages, defaults));
     if (request.filesystem) parts.push(`Filesystem ${request.filesystem}.`);
     if (request.rootfs_size_mb) parts.push(`Root filesystem of ${request.rootfs_size_mb} MiB.`);
-    if (request.defaults) parts.push("With a first-boot script.");
+    if (request.defaults_sha256 || request.defaults) parts.push("With a first-boot script.");
     return parts.join(" ");
   }
 
