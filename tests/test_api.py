@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from asu_ci.api.app import create_app
 from asu_ci.config import Settings, load_settings
@@ -326,9 +327,19 @@ def test_stats_and_metrics(client: TestClient) -> None:
     client.post("/api/v1/build", json=request_body())
     stats = client.get("/api/v1/stats").json()
     assert stats["queue_length"] == 1
-    metrics = client.get("/metrics").text
-    assert 'asu_ci_queue{state="queued"} 1' in metrics
-    assert 'asu_ci_responses_total{code="202"} 1' in metrics
+    assert stats["builds_queued_since_start"] == 1
+    client.post("/api/v1/build", json=request_body())  # the same request: a poll
+    answer = client.get("/metrics")
+    assert answer.headers["content-type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(answer.text)
+        for s in family.samples
+    }
+    assert samples[("asu_ci_queue", (("state", "queued"),))] == 1
+    assert samples[("asu_ci_queue", (("state", "running"),))] == 0
+    assert samples[("asu_ci_responses_total", (("code", "202"),))] == 2
+    assert samples[("asu_ci_builds_queued_total", ())] == 1
 
 
 def test_concurrent_identical_posts_make_one_row(rendered: Settings, tmp_path: Path) -> None:
