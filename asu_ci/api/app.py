@@ -39,12 +39,13 @@ def create_app(
     settings.public_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     service = Service(settings, dispatch)
+    dispatcher = service.dispatcher  # the one the app starts, whatever replaces it later
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         pruner = retention.PruneLoop(settings, service.finished.forget)
-        if service.dispatcher is not None:
-            service.dispatcher.start()
+        if dispatcher is not None:
+            dispatcher.start()
             pruner.start()
         if refresher is not None:
             refresher.start()
@@ -52,8 +53,8 @@ def create_app(
         pruner.stop()
         if refresher is not None:
             refresher.stop()
-        if service.dispatcher is not None:
-            service.dispatcher.stop()
+        if dispatcher is not None:
+            dispatcher.stop()
         service.queue.close()
 
     app = FastAPI(
