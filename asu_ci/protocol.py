@@ -239,8 +239,9 @@ def read_status(data: Mapping[str, Any] | None) -> Progress | Failed | Built | N
     """A stored ``status.json`` body as its model (None for none).
 
     One that does not parse (damaged, or from a version that wrote something
-    else) reads as a failure that may be retried at once, so a new request
-    builds it again instead of being stuck on it.
+    else) reads as a failure that may be retried at once (or, when it names
+    its ``failed_at``, after the usual wait), so a new request builds it
+    again instead of being stuck on it.
     """
     if data is None:
         return None
@@ -248,9 +249,11 @@ def read_status(data: Mapping[str, Any] | None) -> Progress | Failed | Built | N
         return _STATUS.validate_python(data)
     except ValidationError as exc:
         log.warning("unreadable status.json (%s): %s", data.get("request_hash"), exc)
+        failed_at = data.get("failed_at")
         return Failed(
             detail="The stored state of this request is unreadable; request it again",
-            request_hash=str(data.get("request_hash")) if data.get("request_hash") else None,
+            request_hash=str(data["request_hash"]) if data.get("request_hash") else None,
+            failed_at=int(failed_at) if isinstance(failed_at, int | float) else None,
         )
 
 

@@ -181,6 +181,10 @@ def test_stored_status_files_of_earlier_versions_still_read() -> None:
     damaged = read_status({"status": 202, "request_hash": HASH})
     assert isinstance(damaged, Failed)
     assert damaged.retryable(3600)
+    # a failure without its detail still waits out the retry time it names
+    terse = read_status({"status": 500, "failed_at": 1000})
+    assert isinstance(terse, Failed)
+    assert not terse.retryable(60, now=1059)
 
 
 def test_a_real_build_json_is_the_built_model_unchanged(

@@ -454,7 +454,7 @@ def built_here(local: LocalStore) -> list[str]:
         if not folder.is_dir() or not is_request_hash(folder.name):
             continue
         names = {p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
-        failed = (local.status(folder.name) or {}).get("status") == 500
+        failed = isinstance(read_status(local.status(folder.name)), Failed)
         if names - {BUILD_FILE, STATUS_FILE} or failed:
             found.append(folder.name)
     return found
