@@ -241,7 +241,9 @@ def read_status(data: Mapping[str, Any] | None) -> Progress | Failed | Built | N
     One that does not parse (damaged, or from a version that wrote something
     else) reads as a failure that may be retried at once (or, when it names
     its ``failed_at``, after the usual wait), so a new request builds it
-    again instead of being stuck on it.
+    again instead of being stuck on it. A finished build's is never taken for
+    a failure: when it does not parse it reads as None, and ``build.json``,
+    which is always there beside it, stays the truth.
     """
     if data is None:
         return None
@@ -249,6 +251,8 @@ def read_status(data: Mapping[str, Any] | None) -> Progress | Failed | Built | N
         return _STATUS.validate_python(data)
     except ValidationError as exc:
         log.warning("unreadable status.json (%s): %s", data.get("request_hash"), exc)
+        if data.get("status") == 200:
+            return None
         failed_at = data.get("failed_at")
         return Failed(
             detail="The stored state of this request is unreadable; request it again",

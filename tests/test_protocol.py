@@ -181,6 +181,8 @@ def test_stored_status_files_of_earlier_versions_still_read() -> None:
     damaged = read_status({"status": 202, "request_hash": HASH})
     assert isinstance(damaged, Failed)
     assert damaged.retryable(3600)
+    # a finished build's status of another shape is never taken for a failure
+    assert read_status({"status": 200, "request_hash": HASH}) is None
     # a failure without its detail still waits out the retry time it names
     terse = read_status({"status": 500, "failed_at": 1000})
     assert isinstance(terse, Failed)
