@@ -342,6 +342,14 @@ def test_stats_and_metrics(client: TestClient) -> None:
     assert samples[("asu_ci_builds_queued_total", ())] == 1
 
 
+def test_a_malformed_request_carries_the_state_headers(client: TestClient) -> None:
+    answer = client.post("/api/v1/build", json={"version": 23})
+    assert answer.status_code == 400
+    assert set(answer.json()) == {"status", "detail"}
+    assert answer.headers["X-Imagebuilder-Status"] == "init"
+    assert answer.headers["X-Queue-Position"] == "0"
+
+
 def test_concurrent_identical_posts_make_one_row(rendered: Settings, tmp_path: Path) -> None:
     app = create_app(settings_for(rendered, tmp_path), dispatch=False)
     hashes: list[str] = []
@@ -358,7 +366,11 @@ def test_concurrent_identical_posts_make_one_row(rendered: Settings, tmp_path: P
             t.start()
         for t in threads:
             t.join()
+        metrics = c.get("/metrics").text
     assert codes == [202] * 50
+    # every one of the 50 concurrent answers is counted, the new build once
+    assert 'asu_ci_responses_total{code="202"} 50.0' in metrics
+    assert "asu_ci_builds_queued_total 1.0" in metrics
     assert len(set(hashes)) == 1
     assert Queue(tmp_path / "data" / "queue.sqlite3").counts()["queued"] == 1
 
