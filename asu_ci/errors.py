@@ -9,8 +9,6 @@ allowed to surface as one (and is logged, never shown to a client).
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class AsuCiError(Exception):
     """Base of every failure that is reported to a user."""
@@ -21,10 +19,6 @@ class AsuCiError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-    def body(self) -> dict[str, Any]:
-        """The JSON body of PROTOCOL.md for this failure."""
-        return {"status": self.http_status, "detail": self.message}
 
     def headers(self) -> dict[str, str]:
         """Extra HTTP headers this failure answers with."""
@@ -117,15 +111,6 @@ class BuildError(AsuCiError):
         super().__init__(message)
         self.stdout = stdout
         self.stderr = stderr
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "status": 500,
-            "detail": self.message,
-            "stdout": self.stdout,
-            "stderr": self.stderr,
-            "imagebuilder_status": "failed",
-        }
 
 
 class ImageBuilderError(BuildError):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from asu_ci.api.app import create_app
 from asu_ci.config import Settings, load_settings
@@ -326,9 +327,27 @@ def test_stats_and_metrics(client: TestClient) -> None:
     client.post("/api/v1/build", json=request_body())
     stats = client.get("/api/v1/stats").json()
     assert stats["queue_length"] == 1
-    metrics = client.get("/metrics").text
-    assert 'asu_ci_queue{state="queued"} 1' in metrics
-    assert 'asu_ci_responses_total{code="202"} 1' in metrics
+    assert stats["builds_queued_since_start"] == 1
+    client.post("/api/v1/build", json=request_body())  # the same request: a poll
+    answer = client.get("/metrics")
+    assert answer.headers["content-type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(answer.text)
+        for s in family.samples
+    }
+    assert samples[("asu_ci_queue", (("state", "queued"),))] == 1
+    assert samples[("asu_ci_queue", (("state", "running"),))] == 0
+    assert samples[("asu_ci_responses_total", (("code", "202"),))] == 2
+    assert samples[("asu_ci_builds_queued_total", ())] == 1
+
+
+def test_a_malformed_request_carries_the_state_headers(client: TestClient) -> None:
+    answer = client.post("/api/v1/build", json={"version": 23})
+    assert answer.status_code == 400
+    assert set(answer.json()) == {"status", "detail"}
+    assert answer.headers["X-Imagebuilder-Status"] == "init"
+    assert answer.headers["X-Queue-Position"] == "0"
 
 
 def test_concurrent_identical_posts_make_one_row(rendered: Settings, tmp_path: Path) -> None:
@@ -347,7 +366,11 @@ def test_concurrent_identical_posts_make_one_row(rendered: Settings, tmp_path: P
             t.start()
         for t in threads:
             t.join()
+        metrics = c.get("/metrics").text
     assert codes == [202] * 50
+    # every one of the 50 concurrent answers is counted, the new build once
+    assert 'asu_ci_responses_total{code="202"} 50.0' in metrics
+    assert "asu_ci_builds_queued_total 1.0" in metrics
     assert len(set(hashes)) == 1
     assert Queue(tmp_path / "data" / "queue.sqlite3").counts()["queued"] == 1
 

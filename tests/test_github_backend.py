@@ -38,7 +38,7 @@ from asu_ci.errors import BuildError, ConfigError, UsageError
 from asu_ci.github import Pace, rate_limit_wait
 from asu_ci.identity.hashing import request_hash
 from asu_ci.identity.validate import NormalizedRequest
-from asu_ci.publish import bodies
+from asu_ci.protocol import Failed
 from asu_ci.publish.local import LocalStore
 from asu_ci.publish.releases import (
     ReleasesStore,
@@ -340,7 +340,7 @@ def test_failed_run_is_500_naming_the_run_with_the_output(world: Callable[..., W
         releases = w.releases()
         try:
             error = BuildError("Image too big", stdout="make image", stderr="is too big")
-            releases.write_status(key, bodies.failed(key, error))
+            releases.write_status(key, Failed.of(key, error))
         finally:
             releases.close()
         w.fake.complete_run(run.id, "failure")
@@ -928,7 +928,7 @@ def test_local_store_round_trip(
     built = LocalStore(tmp_path / "built")
     build_folder(built.root, KEY, REQUEST)
     failed_key = "e" * 64
-    built.write_status(failed_key, bodies.failed(failed_key, BuildError("broken", stderr="x")))
+    built.write_status(failed_key, Failed.of(failed_key, BuildError("broken", stderr="x")))
     assert built_here(built) == [KEY, failed_key]
     assert publish_folder(releases, built, KEY) == "published"
     assert publish_folder(releases, built, KEY) == "published already"

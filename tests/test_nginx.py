@@ -55,8 +55,9 @@ class App:
     def answered(self, code: int) -> int:
         """How many answers with ``code`` the app itself gave (its /metrics)."""
         _, _, body = http(self.serve.url + "/metrics")
-        found = re.search(rf'^asu_ci_responses_total{{code="{code}"}} (\d+)$', body.decode(), re.M)
-        return int(found.group(1)) if found else 0
+        pattern = rf'^asu_ci_responses_total{{code="{code}"}} ([0-9.e+]+)$'
+        found = re.search(pattern, body.decode(), re.M)
+        return int(float(found.group(1))) if found else 0
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from asu_ci.protocol import ErrorBody
+
 _SLASHES = re.compile(r"/{2,}")
 EXPOSE = "X-Imagebuilder-Status, X-Queue-Position, X-Unknown-Package, Content-Length, Retry-After"
 CORS_HEADERS = [
@@ -153,7 +155,7 @@ async def _preflight(scope: Scope, send: Send) -> None:
 
 
 async def _json(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"status": status, "detail": detail}).encode()
+    body = json.dumps(ErrorBody(status=status, detail=detail).json_body()).encode()
     headers = [
         *CORS_HEADERS,
         (b"content-type", b"application/json"),

@@ -19,10 +19,10 @@
    in a hidden staging folder beside the store folder and published with one
    rename each, ``build.json`` and then ``status.json`` last.
 
-``status.json`` follows every step (``bodies.building``) and ends as the 200
-body or the failure (``bodies.failed``). A build killed midway leaves only the
-hidden staging folder and the working tree; the next run of the same request
-removes both before it starts.
+``status.json`` follows every step (``Progress.building``) and ends as the 200
+body (``Built``) or the failure (``Failed``), all of :mod:`asu_ci.protocol`. A
+build killed midway leaves only the hidden staging folder and the working tree;
+the next run of the same request removes both before it starts.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ from asu_ci.identity.validate import (
 )
 from asu_ci.index.catalog import Catalog
 from asu_ci.index.render import render_tree
-from asu_ci.publish import bodies, retention
+from asu_ci.protocol import Built, Failed, Progress, read_status
+from asu_ci.publish import retention
 from asu_ci.publish.base import Store
 from asu_ci.upstream.source import Upstream
 
@@ -421,22 +422,16 @@ def _revalidate(
 
 
 def _raise_recent_failure(store: Store, key: str, settings: Settings) -> None:
-    status = store.status(key)
-    if status is None or status.get("status") != 500:
+    status = read_status(store.status(key))
+    if not isinstance(status, Failed) or status.retryable(settings.build.failure_retry_seconds):
         return
-    if bodies.is_retryable(status, settings.build.failure_retry_seconds):
-        return
-    failed_at = status.get("failed_at")
-    ago = (
-        f"{max(0, int(time.time() - failed_at)) // 60} min ago"
-        if isinstance(failed_at, int | float)
-        else "recently"
-    )
+    failed_at = status.failed_at
+    ago = f"{max(0, int(time.time() - failed_at)) // 60} min ago" if failed_at else "recently"
     raise BuildError(
-        f"{status.get('detail') or 'The build failed'} (the failure of an earlier run, "
+        f"{status.detail or 'The build failed'} (the failure of an earlier run, "
         f"{ago}; repeated until build.failure_retry_seconds pass, --force tries again now)",
-        stdout=str(status.get("stdout") or ""),
-        stderr=str(status.get("stderr") or ""),
+        stdout=status.stdout,
+        stderr=status.stderr,
     )
 
 
@@ -468,7 +463,7 @@ def run_build(
     try:
         request = _revalidate(request, catalog, settings, key)
     except AsuCiError as exc:
-        store.write_status(key, bodies.failed(key, BuildError(exc.message)))
+        store.write_status(key, Failed.of(key, BuildError(exc.message)))
         raise
     lock = FileLock(settings.data_dir / "locks" / f"{key}.lock")
     if not lock.acquire(blocking=False):
@@ -510,7 +505,7 @@ class _Job:
         if name == self.step_name:
             return
         self.step_name = name
-        self.store.write_status(self.key, bodies.building(self.key, name))
+        self.store.write_status(self.key, Progress.building(self.key, name))
         if self.on_step is not None:
             self.on_step(name)
 
@@ -531,11 +526,11 @@ class _Job:
             return self._build(started)
         except AsuCiError as exc:
             error = exc if isinstance(exc, BuildError) else BuildError(exc.message)
-            self.store.write_status(self.key, bodies.failed(self.key, self._published(error)))
+            self.store.write_status(self.key, Failed.of(self.key, self._published(error)))
             raise
         except Exception:
             error = BuildError("The build failed unexpectedly; the builder's log has the cause")
-            self.store.write_status(self.key, bodies.failed(self.key, error))
+            self.store.write_status(self.key, Failed.of(self.key, error))
             raise
         finally:
             shutil.rmtree(runs, ignore_errors=True)
@@ -596,7 +591,7 @@ class _Job:
                 # Marks a build that holds a first-boot script for early expiry.
                 (staging / retention.FIRST_BOOT).touch()
             self.timings["total"] = time.monotonic() - started
-            body = self._body(profile, images, manifest, argv, archive, applied)
+            body = self._body(profile, images, manifest, argv, archive, applied).json_body()
             self.store.publish(self.key, staging, body)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -868,7 +863,7 @@ class _Job:
         argv: list[str],
         archive: Archive,
         applied: list[dict[str, Any]],
-    ) -> dict[str, Any]:
+    ) -> Built:
         request = self.request
         index = dict(self.catalog.target_profiles(request.version, request.target) or {})
         index_profile = dict((index.pop("profiles", None) or {}).get(request.profile) or {})
@@ -876,25 +871,19 @@ class _Job:
             name: round(self.timings.get(name, 0.0), 3)
             for name in ("download", "unpack", "workspace", "info", "manifest", "image", "total")
         }
-        return {
-            **index,
-            **index_profile,
-            **profile,
-            "images": images,
-            "id": request.profile,
-            "bin_dir": self.key,
-            "request_hash": self.key,
-            "build_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "manifest": manifest,
-            "build_cmd": shown_argv(argv),
-            "request": request.public_json(),
-            "package_changes": applied,
-            "status": 200,
-            "detail": "done",
-            "imagebuilder_status": "done",
-            "reproducibility": {
+        return Built.of(
+            {**index, **index_profile, **profile},
+            images=images,
+            profile_id=request.profile,
+            request_hash=self.key,
+            build_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            manifest=manifest,
+            build_cmd=shown_argv(argv),
+            request=request.public_json(),
+            package_changes=applied,
+            reproducibility={
                 "imagebuilder": archive.record(),
                 "make_argv": shown_argv(argv),
                 "timings": timings,
             },
-        }
+        )

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from asu_ci.dispatch.queue import MAX_ATTEMPTS, Queue
 from asu_ci.errors import BuildError
-from asu_ci.publish import bodies
+from asu_ci.protocol import Failed
 from asu_ci.publish.base import Store
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def recover(queue: Queue, store: Store, give_up: str | None) -> None:
     """
     requeued, failed = queue.recover(MAX_ATTEMPTS if give_up is not None else None)
     for request_hash in failed:
-        store.write_status(request_hash, bodies.failed(request_hash, BuildError(str(give_up))))
+        store.write_status(request_hash, Failed.of(request_hash, BuildError(str(give_up))))
     if requeued:
         log.warning("picked up %d request(s) left by a previous run", len(requeued))
 

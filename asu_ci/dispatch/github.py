@@ -78,7 +78,7 @@ from asu_ci.github import (
     repository_name,
     token_from_env,
 )
-from asu_ci.publish import bodies
+from asu_ci.protocol import Failed, Progress
 from asu_ci.publish.local import LocalStore
 from asu_ci.publish.releases import ReleasesStore
 
@@ -439,7 +439,7 @@ class GitHubDispatcher:
             return
         job.accepted = job.maybe_sent = True
         job.not_before = time.monotonic() + self.tuning.accepted_look_interval
-        self.store.write_status(job.hash, bodies.queued(job.hash))
+        self.store.write_status(job.hash, Progress.queued(job.hash))
         log.info("%s: GitHub accepted the dispatch; its run is not listed yet", job.hash)
 
     def _dispatch(self, link: _Link, job: _Job, inputs: dict[str, str]) -> None:
@@ -494,7 +494,7 @@ class GitHubDispatcher:
     def _follow_run(self, job: _Job, run_id: int) -> None:
         job.run_id = run_id
         self.queue.set_backend_ref(job.hash, f"run:{run_id}")
-        self.store.write_status(job.hash, bodies.queued(job.hash))
+        self.store.write_status(job.hash, Progress.queued(job.hash))
         with self._lock:
             self._pending.pop(job.hash, None)
             self._running[job.hash] = job
@@ -555,9 +555,9 @@ class GitHubDispatcher:
     def _observe(self, link: _Link, job: _Job, run: WorkflowRun) -> None:
         if run.status != "completed":
             if run.status == "in_progress":
-                self.store.write_status(job.hash, bodies.building(job.hash, "building_image"))
+                self.store.write_status(job.hash, Progress.building(job.hash, "building_image"))
             else:
-                self.store.write_status(job.hash, bodies.queued(job.hash))
+                self.store.write_status(job.hash, Progress.queued(job.hash))
             return
         build = link.releases.build(job.hash)
         if build is not None:
@@ -599,7 +599,7 @@ class GitHubDispatcher:
         self._forget(job.hash)
 
     def _fail(self, job: _Job, error: BuildError) -> None:
-        self.store.write_status(job.hash, bodies.failed(job.hash, error))
+        self.store.write_status(job.hash, Failed.of(job.hash, error))
         log_outcome(job.hash, job.request, time.time() - job.since, error.message)
         self.queue.finish(job.hash, ok=False, detail=error.message)
         self._forget(job.hash)

@@ -21,7 +21,7 @@ from asu_ci.dispatch.base import log_outcome, recover
 from asu_ci.dispatch.queue import Queue, Row
 from asu_ci.errors import AsuCiError, BuildError
 from asu_ci.proc import run, tail
-from asu_ci.publish import bodies
+from asu_ci.protocol import Failed, read_status
 from asu_ci.publish.local import LocalStore
 
 log = logging.getLogger(__name__)
@@ -112,10 +112,10 @@ class LocalPool:
             log_outcome(row.hash, row.request, seconds, None)
             self.queue.finish(row.hash, ok=True)
             return
-        status = self.store.status(row.hash) or {}
-        if status.get("status") == 500:
-            log_outcome(row.hash, row.request, seconds, str(status.get("detail")))
-            self.queue.finish(row.hash, ok=False, detail=str(status.get("detail")))
+        status = read_status(self.store.status(row.hash))
+        if isinstance(status, Failed):
+            log_outcome(row.hash, row.request, seconds, status.detail)
+            self.queue.finish(row.hash, ok=False, detail=status.detail)
             return
         log_outcome(row.hash, row.request, seconds, f"no result (exit code {result.returncode})")
         self._give_up(
@@ -128,5 +128,5 @@ class LocalPool:
         )
 
     def _give_up(self, request_hash: str, error: BuildError) -> None:
-        self.store.write_status(request_hash, bodies.failed(request_hash, error))
+        self.store.write_status(request_hash, Failed.of(request_hash, error))
         self.queue.finish(request_hash, ok=False, detail=error.message)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from asu_ci.protocol import Built, Failed, Progress
+
 
 class Store(Protocol):
     """Where a request's state and, once built, its images live.
@@ -21,7 +23,7 @@ class Store(Protocol):
         """The immutable ``build.json`` body of a finished build, or None."""
         ...
 
-    def write_status(self, request_hash: str, body: dict[str, Any]) -> None:
+    def write_status(self, request_hash: str, body: Progress | Failed | Built) -> None:
         """Replace ``status.json`` (queued, building, failed)."""
         ...
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from asu_ci import fsutil
 from asu_ci.identity.hashing import HASH_PATTERN
+from asu_ci.protocol import Built, Failed, Progress
 
 _HASH = re.compile(HASH_PATTERN)
 
@@ -36,8 +37,8 @@ class LocalStore:
     def build(self, request_hash: str) -> dict[str, Any] | None:
         return self._read(request_hash, "build.json")
 
-    def write_status(self, request_hash: str, body: dict[str, Any]) -> None:
-        fsutil.write_json(self.folder(request_hash) / "status.json", body)
+    def write_status(self, request_hash: str, body: Progress | Failed | Built) -> None:
+        fsutil.write_json(self.folder(request_hash) / "status.json", body.json_body())
 
     def publish(self, request_hash: str, files: Path, build: dict[str, Any]) -> None:
         final = self.folder(request_hash)

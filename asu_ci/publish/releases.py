@@ -72,6 +72,7 @@ from asu_ci.github import (
 )
 from asu_ci.http import Session
 from asu_ci.identity.hashing import is_request_hash
+from asu_ci.protocol import Built, Failed, Progress, read_status
 from asu_ci.publish.local import LocalStore
 
 log = logging.getLogger(__name__)
@@ -442,10 +443,11 @@ class ReleasesStore:
         with self._lock:
             self._complete.pop(request_hash, None)
 
-    def write_status(self, request_hash: str, body: dict[str, Any]) -> None:
+    def write_status(self, request_hash: str, body: Progress | Failed | Built) -> None:
         """Replace ``status.json`` of the release (a failure's detail and output tails)."""
         release = self.ensure_release(request_hash)
-        self._replace(release, self._assets_of(release), STATUS_FILE, fsutil.dumps(body))
+        data = fsutil.dumps(body.json_body())
+        self._replace(release, self._assets_of(release), STATUS_FILE, data)
 
     def _replace(
         self, release: GitRelease, existing: dict[str, Asset], name: str, data: bytes
@@ -567,7 +569,7 @@ def built_here(local: LocalStore) -> list[str]:
         if not folder.is_dir() or not is_request_hash(folder.name):
             continue
         names = {p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
-        failed = (local.status(folder.name) or {}).get("status") == 500
+        failed = isinstance(read_status(local.status(folder.name)), Failed)
         if names - {BUILD_FILE, STATUS_FILE} or failed:
             found.append(folder.name)
     return found
@@ -616,8 +618,8 @@ def publish_folder(releases: ReleasesStore, local: LocalStore, request_hash: str
             return "published already"
         releases.publish(request_hash, local.folder(request_hash), build)
         return "published"
-    status = local.status(request_hash)
-    if status is not None and status.get("status") == 500:
+    status = read_status(local.status(request_hash))
+    if isinstance(status, Failed):
         releases.write_status(request_hash, status)
         return "failure recorded"
     raise UsageError(

@@ -35,6 +35,7 @@ from pathlib import Path
 from asu_ci.config import Settings
 from asu_ci.dispatch.queue import Queue
 from asu_ci.identity.hashing import is_request_hash
+from asu_ci.protocol import Failed, read_status
 from asu_ci.publish.local import LocalStore
 
 log = logging.getLogger(__name__)
@@ -109,11 +110,10 @@ def expired(folder: Path, store: LocalStore, settings: Settings, now: float) -> 
     if built is not None:
         asked = max(built, _mtime(folder / ASKED) or 0.0)
         return now - asked >= settings.store.keep_days * DAY
-    status = store.status(folder.name)
-    if status is None or status.get("status") != 500:
+    status = read_status(store.status(folder.name))
+    if not isinstance(status, Failed):
         return False
-    failed_at = status.get("failed_at")
-    when = failed_at if isinstance(failed_at, int | float) else _mtime(folder / "status.json")
+    when = status.failed_at if status.failed_at is not None else _mtime(folder / "status.json")
     return when is not None and now - when >= settings.store.keep_failed_days * DAY
 
 
