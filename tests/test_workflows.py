@@ -313,7 +313,7 @@ def test_build_job_renders_only_the_requests_release_and_caches_pip() -> None:
     python = _step(build, "build", "Set up Python")
     assert python["with"]["cache"] == "pip"
     install = _step(build, "build", "Install what the ImageBuilder needs")
-    assert "dpkg-query" in install["run"] and 'if (( ${#missing[@]} ))' in install["run"]
+    assert "dpkg-query" in install["run"] and "if (( ${#missing[@]} ))" in install["run"]
 
 
 def test_read_request_step_passes_only_checked_shapes(tmp_path: Path) -> None:
