@@ -139,6 +139,15 @@ def render(
     upstream: UpstreamOpt = None,
     public: PublicOpt = None,
     data: DataOpt = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            metavar="VERSION",
+            help="Read only this release from upstream again (repeatable); the others keep "
+            "what the last render made (releases never rendered are read anyway).",
+        ),
+    ] = None,
 ) -> None:
     """Render the static index from the upstream download server.
 
@@ -150,7 +159,7 @@ def render(
 
     settings = ctx.obj.settings(upstream=upstream, public=public, data=data)
     with _progress_bar("rendering", ctx.obj.verbose) as on_progress:
-        summary = render_tree(settings, on_progress=on_progress)
+        summary = render_tree(settings, on_progress=on_progress, only=set(only) if only else None)
     typer.echo(summary.line())
 
 

@@ -502,7 +502,8 @@
     }
 
     function storeLink(body) {
-      return (image) => `${api}/store/${body.bin_dir}/${encodeURIComponent(image.name)}`;
+      // The Pages copy of build.json names each image's release download URL.
+      return (image) => (/^https:\/\//.test(String(image.url || "")) ? image.url : `${api}/store/${body.bin_dir}/${encodeURIComponent(image.name)}`);
     }
 
     function fact(name, value) {

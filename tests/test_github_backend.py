@@ -25,6 +25,7 @@ from typing import Any
 
 import github
 import pytest
+import requests
 from fastapi.testclient import TestClient
 from github.Workflow import Workflow
 from typer.testing import CliRunner
@@ -947,6 +948,12 @@ def test_local_store_round_trip(
     other = LocalStore(tmp_path / "other")
     assert pull_all(releases, other) == (1, 1)
     assert pull_all(releases, other) == (0, 1)
+    # The Pages copy holds no images: each entry links its release download URL.
+    (image,) = other.build(KEY)["images"]  # type: ignore[index]
+    assert image["url"] == releases.download_url(KEY, IMAGE)
+    assert image["url"].endswith(f"/releases/download/build-{KEY}/{IMAGE}")
+    with requests.get(image["url"], timeout=10) as fetched:  # no token: a public download
+        assert fetched.status_code == 200 and fetched.content == image_bytes(KEY)
 
 
 def test_pages_pull_mirrors_more_than_1000_releases(
@@ -972,7 +979,13 @@ def test_pages_pull_mirrors_more_than_1000_releases(
     assert first.exit_code == 0, first.output
     assert "1005 complete release(s), 1005 mirrored now" in first.output
     store = LocalStore(public / "store")
-    assert all(store.build(key) == build_body(key, REQUEST) for key in keys)
+    for key in keys[:3] + keys[-3:]:  # the Pages copy links each image to its release
+        linked = build_body(key, REQUEST)
+        linked["images"][0]["url"] = (
+            f"{fake_github.base_url}/{fake_github.repo_full_name}/releases/download/build-{key}/{IMAGE}"
+        )
+        assert store.build(key) == linked
+    assert all(store.build(key) is not None for key in keys)
     assert store.build(incomplete) is None and store.build(failed) is None
     api = [r for r in fake_github.requests if "/releases/download/" not in r.path]
     api = [r for r in api if not r.path.startswith("/_fake/")]

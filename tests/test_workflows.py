@@ -282,3 +282,70 @@ def test_zizmor_finds_nothing() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout) == []
+
+
+def _step(workflow: dict[str, Any], job: str, name: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [
+        s for s in workflow["jobs"][job]["steps"] if s.get("name", "").startswith(name)
+    ]
+    assert len(found) == 1, name
+    return found[0]
+
+
+def test_build_job_restores_the_imagebuilder_prebuild_saved_by_its_sha256() -> None:
+    build, prebuild = load(WORKFLOWS / "build.yml"), load(WORKFLOWS / "prebuild.yml")
+    restore = _step(build, "build", "Restore the ImageBuilder")
+    assert restore["uses"].startswith("actions/cache/restore@")
+    prefix = "asu-ci-ib-${{ steps.request.outputs.version }}-${{ steps.request.outputs.target }}-"
+    assert restore["with"]["path"] == "asu-ci-data/imagebuilders"
+    assert restore["with"]["restore-keys"] == prefix
+    saved = _step(prebuild, "build", "Keep the ImageBuilder")
+    assert saved["uses"].startswith("actions/cache/save@")
+    assert saved["with"]["key"].endswith("-${{ steps.ib.outputs.sha256 }}")
+    assert saved["with"]["key"].startswith("asu-ci-ib-${{ matrix.version }}-${{ matrix.target }}-")
+    # The job running make with a user's packages never saves a cache others restore.
+    assert not any("cache/save@" in s.get("uses", "") for s in build["jobs"]["build"]["steps"])
+
+
+def test_build_job_renders_only_the_requests_release_and_caches_pip() -> None:
+    build = load(WORKFLOWS / "build.yml")
+    render = _step(build, "build", "Render the request's release")
+    assert render["run"] == 'asu-ci render --only "$VERSION"'
+    assert render["env"]["VERSION"] == "${{ steps.request.outputs.version }}"
+    python = _step(build, "build", "Set up Python")
+    assert python["with"]["cache"] == "pip"
+    install = _step(build, "build", "Install what the ImageBuilder needs")
+    assert "dpkg-query" in install["run"] and "if (( ${#missing[@]} ))" in install["run"]
+
+
+def test_read_request_step_passes_only_checked_shapes(tmp_path: Path) -> None:
+    script = _step(load(WORKFLOWS / "build.yml"), "build", "Read the request")["run"]
+    for request, ok in (
+        ({"version": "23.05.4", "target": "ath79/generic"}, True),
+        ({"version": "23.05.4\nx=1", "target": "ath79/generic"}, False),
+        ({"version": "23.05.4", "target": "../../x"}, False),
+        ({"version": ["23.05.4"], "target": "ath79/generic"}, False),
+    ):
+        out = tmp_path / "out"
+        out.write_text("")
+        result = subprocess.run(
+            ["/usr/bin/bash", "-e", "-o", "pipefail", "-c", script],
+            env={
+                "RUNNER_TEMP": str(tmp_path),
+                "GITHUB_OUTPUT": str(out),
+                "REQUEST": json.dumps(request),
+                "PATH": "/usr/bin:/bin",
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert (result.returncode == 0) is ok, (request, result.stdout, result.stderr)
+        expected = "version=23.05.4\ntarget=ath79/generic\n" if ok else ""
+        assert out.read_text() == expected
+
+
+def test_pages_renders_with_the_endpoint_from_a_repository_variable() -> None:
+    render = _step(load(WORKFLOWS / "pages.yml"), "render", "Render the index and the site")
+    assert render["env"] == {"ASU_CI_SERVER__API_URL": "${{ vars.ASU_CI_API_URL }}"}
+    assert render["run"] == "asu-ci render"

@@ -645,6 +645,10 @@ def pull_all(releases: ReleasesStore, local: LocalStore) -> tuple[int, int]:
     request for all of them, however many); a hash the local store holds
     already costs nothing more (build.json never changes), any other one the
     download of its build.json by the public URL, which uses no API quota.
+
+    This is the copy GitHub Pages serves, which holds no images: each image
+    entry of its build.json gets ``url``, the image's public release download
+    URL (made without a request), so a reader of the Pages copy finds the file.
     """
     mirrored = complete = 0
     for request_hash in releases.build_tags():
@@ -652,7 +656,17 @@ def pull_all(releases: ReleasesStore, local: LocalStore) -> tuple[int, int]:
             build = releases.public_build(request_hash)
             if build is None:
                 continue
+            _link_images(releases, request_hash, build)
             local.publish(request_hash, local.staging(request_hash), build)
             mirrored += 1
         complete += 1
     return mirrored, complete
+
+
+def _link_images(releases: ReleasesStore, request_hash: str, build: dict[str, Any]) -> None:
+    """Give each image entry of ``build`` its release download URL as ``url``."""
+    images = build.get("images")
+    for image in images if isinstance(images, list) else ():
+        name = image.get("name") if isinstance(image, dict) else None
+        if isinstance(name, str) and ASSET_NAME.match(name):
+            image["url"] = releases.download_url(request_hash, name)
