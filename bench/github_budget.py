@@ -38,8 +38,7 @@ from asu_ci.github import CONTENT_LIMITS, Pace
 from asu_ci.publish.local import LocalStore
 from asu_ci.publish.releases import ReleasesStore, pull_all
 from bench.common import machine
-from tests.support.fakegithub import ACTIONS_LOGIN, ACTIONS_RATE_LIMIT, FakeGitHub, FakeRun
-from tests.test_github_backend import (
+from tests.integration.test_github_backend import (
     IMAGE,
     ROOT,
     TOKEN_ENV,
@@ -49,6 +48,7 @@ from tests.test_github_backend import (
     settings_for,
     write_index,
 )
+from tests.support.fakegithub import ACTIONS_LOGIN, ACTIONS_RATE_LIMIT, FakeGitHub, FakeRun
 
 ENDPOINT_TOKEN, ACTIONS_TOKEN = "endpoint-token", "actions-token"
 ENDPOINT_LOGIN = "asu-ci-bot"

@@ -31,7 +31,7 @@ def mirror(upstream_dir: Path) -> Iterator[MirrorServer]:
 
 
 # --- build job: a rendered index over a local mirror with the test ImageBuilder -------
-# (tests/test_build.py, tests/test_imagebuilder.py, tests/test_prebuild.py)
+# (tests/integration/test_build.py, test_imagebuilder.py, test_prebuild.py)
 
 BUILD_VERSION = "23.05.4"
 BUILD_TARGET = "ath79/generic"

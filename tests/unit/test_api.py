@@ -201,7 +201,7 @@ def test_a_board_name_on_a_target_with_two_profiles_is_still_unknown(client: Tes
 
 
 def test_a_release_request_keeps_its_written_hash(client: TestClient) -> None:
-    """The hash of tests/test_identity.py's RELEASE_PLAIN, through the endpoint."""
+    """The hash of tests/unit/test_identity.py's RELEASE_PLAIN, through the endpoint."""
     r = client.post("/api/v1/build", json=request_body())
     assert r.json()["request_hash"] == (
         "ed146f457f222186037a1da6c13fa4b5e4c766bd8bea1b5d4ab540ac2209bdd4"

@@ -53,7 +53,7 @@ from tests.support.fakegithub import FakeGitHub, FakeRun
 
 fake_github = fakegithub.fake_github
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN_ENV = "FAKE_GITHUB_TOKEN"
 VERSION = "23.05.4"
 TARGET = "ath79/generic"

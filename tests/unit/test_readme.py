@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from asu_ci.cli import app
 from asu_ci.config import Branch, Settings, _model_in, load_settings
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _blocks(lang: str) -> list[str]:

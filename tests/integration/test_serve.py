@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from asu_ci.cli import app
 from tests.support.tools import require
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_busy_port_fails_before_serving_or_rendering(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).parent / "screenshots"
+SCREENSHOTS = Path(__file__).parents[1] / "screenshots"
 VERSION = "23.05.4"
 TARGET = "ath79/generic"
 PROFILE = "tplink_archer-c7-v5"
