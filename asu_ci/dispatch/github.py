@@ -243,9 +243,6 @@ class GitHubDispatcher:
 
     # -- state -------------------------------------------------------------------
 
-    def available(self) -> bool:
-        return self.outage() is None
-
     def outage(self) -> str | None:
         """What is wrong with GitHub right now, or None."""
         with self._lock:

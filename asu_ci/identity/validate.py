@@ -107,11 +107,6 @@ class NormalizedRequest:
         return data
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> NormalizedRequest:
-        """Read back what :meth:`to_json` wrote (the build job re-validates it)."""
-        return cls.from_request(BuildRequest.model_validate(dict(data)))
-
-    @classmethod
     def from_request(cls, req: BuildRequest, profile: str | None = None) -> NormalizedRequest:
         """The canonical form of a parsed request, with ``profile`` resolved by the index."""
         return cls(

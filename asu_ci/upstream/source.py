@@ -163,11 +163,6 @@ class Upstream:
             return self._get_local(self._root, relpath)
         return self._get_http(relpath)
 
-    def get_json(self, relpath: str) -> Any | None:
-        """The parsed JSON file, or None when upstream does not have it."""
-        fetched = self.get(relpath)
-        return None if fetched is None else load_json(fetched.data, self.url(relpath))
-
     def download(self, relpath: str, dest: Path, on_progress: ProgressFn | None = None) -> None:
         """Stream a (large) file to ``dest``: a temporary file, then one rename. Not cached."""
         check_relpath(relpath)

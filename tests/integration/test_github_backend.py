@@ -38,6 +38,7 @@ from asu_ci.dispatch.github import RUN_NAME, GitHubDispatcher, Tuning
 from asu_ci.errors import BuildError, ConfigError, UsageError
 from asu_ci.github import Pace, rate_limit_wait
 from asu_ci.identity.hashing import request_hash
+from asu_ci.identity.request import BuildRequest
 from asu_ci.identity.validate import NormalizedRequest
 from asu_ci.protocol import Failed
 from asu_ci.publish.local import LocalStore
@@ -216,7 +217,7 @@ class World:
         """What build.yml does first: the hash must be the request's own."""
         key = run.inputs["hash"]
         request = json.loads(run.inputs["request"])
-        assert request_hash(NormalizedRequest.from_json(request)) == key
+        assert request_hash(normalized_of(request)) == key
         return key, request
 
     def workflow_publishes(self, run: FakeRun, *, release: threading.Event | None = None) -> None:
@@ -319,7 +320,7 @@ def test_complete_release_means_no_dispatch(
     fake_github: FakeGitHub, world: Callable[..., World]
 ) -> None:
     # A prebuild published this request before anyone asked for it.
-    normalized = NormalizedRequest.from_json(request_body())
+    normalized = normalized_of(request_body())
     key = request_hash(normalized)
     body = build_body(key, normalized.to_json())
     fake_github.publish_release(
@@ -356,6 +357,11 @@ def test_failed_run_is_500_naming_the_run_with_the_output(world: Callable[..., W
     assert failed["imagebuilder_status"] == "failed"
     row = w.dispatcher.queue.get(key)
     assert row is not None and row.state == "failed"
+
+
+def normalized_of(request: dict[str, Any]) -> NormalizedRequest:
+    """A request as the endpoint normalises it before hashing (without the index)."""
+    return NormalizedRequest.from_request(BuildRequest.model_validate(request))
 
 
 def ref_of(w: World, key: str) -> str | None:
@@ -430,14 +436,14 @@ def test_secondary_rate_limit_pauses_for_retry_after(world: Callable[..., World]
     assert second.time - first.time >= 0.95
     # A refused dispatch started nothing: no look-up was needed, one run.
     assert len(w.runs_of(key)) == 1
-    assert w.dispatcher.available()
+    assert w.dispatcher.outage() is None
 
 
 def test_dispatch_attempts_are_bounded_and_clients_get_503(world: Callable[..., World]) -> None:
     w = world(dispatch_attempts=2, backoff_initial=30.0, backoff_max=30.0)
     w.fake.fail_next("POST", r"/dispatches$", status=503, times=100)
     key = w.post().json()["request_hash"]
-    wait_for(lambda: not w.dispatcher.available())
+    wait_for(lambda: w.dispatcher.outage() is not None)
     time.sleep(0.3)
     assert len(w.dispatches()) == 2
     assert w.fake.runs == []
@@ -468,7 +474,7 @@ def test_a_refused_workflow_is_an_outage_and_requests_wait_for_the_fix(
     w.fake.on_dispatch = w.workflow_publishes
     w.fake.set_workflow("build.yml", **change)
     assert w.post().status_code in (202, 503)  # 503 once the dispatcher met the refusal
-    wait_for(lambda: not w.dispatcher.available())
+    wait_for(lambda: w.dispatcher.outage() is not None)
     other = w.post(packages=["luci", "tcpdump"])
     assert other.status_code == 503
     assert "GitHub answered 422" in other.json()["detail"]
@@ -487,7 +493,7 @@ def test_a_refused_workflow_is_an_outage_and_requests_wait_for_the_fix(
     other_key = w.post(packages=["luci", "tcpdump"]).json()["request_hash"]  # kept: a poll
     assert w.wait_status(other_key, 200).json()["request_hash"] == other_key
     assert len(w.runs_of(key)) == len(w.runs_of(other_key)) == 1
-    wait_for(w.dispatcher.available)
+    wait_for(lambda: w.dispatcher.outage() is None)
 
 
 def test_secondary_rate_limit_without_retry_after_waits_a_minute(
@@ -501,7 +507,7 @@ def test_secondary_rate_limit_without_retry_after_waits_a_minute(
     time.sleep(1.5)  # a Retry-After: 1 limit is sent again by now (see above); this one is not
     assert len(w.dispatches()) == 1
     assert w.poll(key).status_code == 202
-    assert w.dispatcher.available()  # paused for a limit, not out of order
+    assert w.dispatcher.outage() is None  # paused for a limit, not out of order
 
 
 def test_upload_secondary_rate_limit_without_retry_after_is_a_limit(
@@ -555,8 +561,8 @@ def test_a_token_without_a_permission_is_an_outage_naming_it(
     w.fake.permissions = {login: {"actions:read", "contents:read"}}
     # Queued either way: 202, or 503 when the refused dispatch comes back first.
     assert w.post().status_code in (202, 503)
-    key = request_hash(NormalizedRequest.from_json(request_body()))
-    wait_for(lambda: not w.dispatcher.available())
+    key = request_hash(normalized_of(request_body()))
+    wait_for(lambda: w.dispatcher.outage() is not None)
     refused = w.fake.find_requests("POST", r"/dispatches$")
     assert [r.status for r in refused] == [403]
     other = w.post(packages=["luci", "tcpdump"])
@@ -575,7 +581,7 @@ def test_a_run_cancelled_by_a_newer_one_of_its_group_is_followed_to_the_newer(
     world: Callable[..., World],
 ) -> None:
     w = world()
-    normalized = NormalizedRequest.from_json(request_body())
+    normalized = normalized_of(request_body())
     key = request_hash(normalized)
     inputs = {"hash": key, "request": json.dumps(normalized.to_json())}
     running = w.fake.dispatch(inputs)  # another replica's run of this hash
@@ -717,7 +723,7 @@ def test_unreachable_github_503_then_everything_dispatched_once(
         first = w.post()
         assert first.status_code in (202, 503)
         key_a = first.json().get("request_hash") or w.post().json()["request_hash"]
-        wait_for(lambda: not w.dispatcher.available())
+        wait_for(lambda: w.dispatcher.outage() is not None)
         second = w.post(packages=["luci", "tcpdump"])
         assert second.status_code == 503
         assert second.headers["content-type"].startswith("application/json")
@@ -733,7 +739,7 @@ def test_unreachable_github_503_then_everything_dispatched_once(
         gate.open()  # GitHub is back
         w.wait_status(key_a, 200, timeout=15)
         w.wait_status(key_b, 200, timeout=15)
-        assert w.dispatcher.available()
+        assert w.dispatcher.outage() is None
         assert len(w.runs_of(key_a)) == 1
         assert len(w.runs_of(key_b)) == 1
         assert len(w.dispatches()) == 2

@@ -130,13 +130,13 @@ def test_a_broken_cache_entry_is_fetched_again(mirror: MirrorServer, tmp_path: P
 def test_missing_files_are_none(mirror: MirrorServer, tmp_path: Path) -> None:
     with Upstream(mirror.url, tmp_path / "cache") as upstream:
         assert upstream.get("releases/23.05.4/targets/nope/nope/profiles.json") is None
-        assert upstream.get_json("nothing.json") is None
+        assert upstream.get("nothing.json") is None
 
 
-def test_get_json_of_a_broken_file_names_the_url(mirror: MirrorServer, tmp_path: Path) -> None:
+def test_a_broken_json_file_names_the_url(mirror: MirrorServer, tmp_path: Path) -> None:
     (mirror.root / ".versions.json").write_text("<html>not json</html>")
     with Upstream(mirror.url, tmp_path / "cache") as upstream, pytest.raises(UpstreamError) as err:
-        upstream.get_json(".versions.json")
+        read_versions(upstream)
     assert f"{mirror.url}/.versions.json: not valid JSON" in err.value.message
     assert "--upstream" in err.value.message
 
@@ -205,8 +205,8 @@ def test_local_sources_read_files(upstream_dir: Path, tmp_path: Path, scheme: st
         fetched = upstream.get(PROFILES)
         assert fetched is not None and fetched.data == (upstream_dir / PROFILES).read_bytes()
         assert upstream.get("releases/none.json") is None
-        versions = upstream.get_json(".versions.json")
-        assert versions is not None and versions["stable_version"] == "23.05.4"
+        versions = read_versions(upstream)
+        assert versions is not None and versions.stable_version == "23.05.4"
         upstream.download(PROFILES, tmp_path / "copy.json")
         assert (tmp_path / "copy.json").read_bytes() == fetched.data
         assert upstream.requests == 0
