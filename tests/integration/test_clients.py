@@ -20,6 +20,7 @@ from tests.support.clients import (
     LUCI_KNOWN_STEPS,
     Server,
     check_download,
+    poll_like_luci,
     serving,
 )
 from tests.support.mirror import MirrorServer
@@ -79,27 +80,7 @@ def test_luci(server: Server) -> None:
     assert first.json()["imagebuilder_status"] in LUCI_KNOWN_STEPS
 
     # LuCI fires a poll on a timer and does not wait for the previous one to return.
-    deadline = time.monotonic() + BUILD_DEADLINE
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        while True:
-            polls = [
-                pool.submit(
-                    server.get,
-                    f"/api/v1/build/{request_hash}?{int(time.time() * 1000)}",
-                    headers=luci,
-                )
-                for _ in range(3)
-            ]
-            answers = [p.result() for p in polls]
-            for r in answers:
-                assert r.status_code in (200, 202), r.text
-                assert r.json()["imagebuilder_status"] in LUCI_KNOWN_STEPS | {"done"}
-            if any(r.status_code == 200 for r in answers):
-                done = next(r for r in answers if r.status_code == 200)
-                break
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
-    result = done.json()
+    result = poll_like_luci(server, request_hash, luci)
     assert result["status"] == 200
     assert result["id"] == PROFILE
     assert result["request_hash"] == request_hash

@@ -12,7 +12,6 @@ the index promised.
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import re
 import time
@@ -26,6 +25,7 @@ from tests.support.clients import (
     LUCI_KNOWN_STEPS,
     Server,
     check_download,
+    poll_like_luci,
     serving,
 )
 from tests.support.mirror import MirrorServer
@@ -98,31 +98,6 @@ def check_in_index(manifest: dict[str, str], index: dict[str, str]) -> None:
             wrong[name] = (version, known and index[known])
     assert not wrong, f"installed but not offered so: {wrong}"
     assert any(n.startswith("kmod-") for n in manifest), "no kernel module to check"
-
-
-def poll_like_luci(server: Server, request_hash: str, headers: dict[str, str]) -> dict[str, Any]:
-    """Three polls at once on a timer, none waiting for the previous one."""
-    deadline = time.monotonic() + BUILD_DEADLINE
-    with concurrent.futures.ThreadPoolExecutor(3) as pool:
-        while True:
-            polls = [
-                pool.submit(
-                    server.get,
-                    f"/api/v1/build/{request_hash}?{int(time.time() * 1000)}",
-                    headers=headers,
-                )
-                for _ in range(3)
-            ]
-            answers = [p.result() for p in polls]
-            for r in answers:
-                assert r.status_code in (200, 202), r.text
-                assert r.json()["imagebuilder_status"] in LUCI_KNOWN_STEPS | {"done"}
-            done = [r for r in answers if r.status_code == 200]
-            if done:
-                body: dict[str, Any] = done[0].json()
-                return body
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
 
 
 def poll_like_owut(server: Server, request_hash: str) -> dict[str, Any]:
