@@ -22,7 +22,7 @@ import fnmatch
 import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -69,6 +69,10 @@ class Knowledge:
     branch_off: Mapping[str, int]
     changes: tuple[PackageChange, ...]
     rules: tuple[Rule, ...]
+    #: (version, target, profile) -> the rules that match: the request path asks often
+    _matched: dict[tuple[str, str, str], tuple[Rule, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def changes_for(self, branch: Branch) -> tuple[PackageChange, ...]:
         """The shipped changes a branch publishes: up to its branch-off revision; all of
@@ -81,7 +85,15 @@ class Knowledge:
         return tuple(c for c in self.changes if c.revision <= rev)
 
     def rules_for(self, version: str, target: str, profile: str) -> list[Rule]:
-        return [r for r in self.rules if r.matches(version, target, profile)]
+        key = (version, target, profile)
+        found = self._matched.get(key)
+        if found is None:
+            if len(self._matched) > 4096:
+                self._matched.clear()
+            found = self._matched[key] = tuple(
+                r for r in self.rules if r.matches(version, target, profile)
+            )
+        return list(found)
 
 
 def series(version: str) -> tuple[int, int] | None:

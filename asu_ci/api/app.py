@@ -75,7 +75,9 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _bug)
     for module in (build, static, stats, docs):
-        app.include_router(module.router())
+        # The views' routes join the app's own router: include_router would put a
+        # routing layer of its own in front of them on every request.
+        app.router.routes.extend(module.router().routes)
     docs.mount_assets(app)
     static.mount_public(app, settings, service.store, service.queue)
     return app

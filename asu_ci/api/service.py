@@ -13,7 +13,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator
-from typing import cast
+from typing import Any, cast
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -81,9 +81,15 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_QueueSizes(queue))
+        #: The labelled child of ``responses`` per code: labels() costs a lock and a
+        #: lookup of its own, once per code instead of once per answer.
+        self._by_code: dict[int, Any] = {}
 
     def count(self, code: int) -> None:
-        self.responses.labels(code=str(code)).inc()
+        child = self._by_code.get(code)
+        if child is None:
+            child = self._by_code.setdefault(code, self.responses.labels(code=str(code)))
+        child.inc()
 
     def total(self, name: str) -> int:
         """The value of the counter ``name`` (without ``_total``)."""
@@ -119,11 +125,34 @@ class RateLimiter:
 class Finished:
     """``build.json`` bytes by hash: immutable, so they can be kept in memory."""
 
-    def __init__(self, store: LocalStore, size: int = 4096) -> None:
+    def __init__(self, store: LocalStore, mark_every: float, size: int = 4096) -> None:
         self.store = store
         self.size = size
+        #: Seconds between two retention marks of one build (a mark is a disk write).
+        self.mark_every = mark_every
         self._bytes: OrderedDict[str, bytes] = OrderedDict()
+        self._marked: dict[str, float] = {}
         self._lock = threading.Lock()
+
+    def asked(self, request_hash: str) -> bool:
+        """Note for retention that the build was asked for again; False when its folder
+        is gone (pruned a moment ago), so the request is treated as new.
+
+        The mark is written at most every ``mark_every`` seconds per build, far
+        inside the time a build is kept, so a build asked for since cannot expire.
+        """
+        now = time.monotonic()
+        last = self._marked.get(request_hash)
+        if last is not None and now - last < self.mark_every:
+            return True
+        if not retention.mark_asked(self.store, request_hash):
+            self.forget(request_hash)
+            return False
+        with self._lock:
+            if len(self._marked) > self.size:
+                self._marked.clear()
+            self._marked[request_hash] = now
+        return True
 
     def cached(self, request_hash: str) -> bytes | None:
         """The bytes when they are in memory already; never touches the disk."""
@@ -136,6 +165,7 @@ class Finished:
     def forget(self, request_hash: str) -> None:
         with self._lock:
             self._bytes.pop(request_hash, None)
+            self._marked.pop(request_hash, None)
 
     def get(self, request_hash: str) -> bytes | None:
         found = self.cached(request_hash)
@@ -160,7 +190,9 @@ class Service:
         self.catalog = Catalog(settings.public_dir)
         self.store = LocalStore(settings.public_dir / "store")
         self.queue = Queue(settings.data_dir / "queue.sqlite3")
-        self.finished = Finished(self.store)
+        self.finished = Finished(
+            self.store, mark_every=min(3600.0, settings.store.keep_days * 86400 / 8)
+        )
         self.limiter = RateLimiter(settings.server.rate_limit_per_minute)
         self.metrics = Metrics(self.queue)
         self.dispatcher: Dispatcher | None = (
@@ -196,10 +228,7 @@ class Service:
         """The finished build of a request someone asks for again, noted for retention;
         None when it is not built (or was pruned a moment ago)."""
         data = self.finished.get(digest)
-        if data is not None and not retention.mark_asked(self.store, digest):
-            self.finished.forget(digest)
-            return None
-        return data
+        return data if data is not None and self.finished.asked(digest) else None
 
     def settle(self, normalized: NormalizedRequest, digest: str, client: str) -> Response:
         """Answer from the store or queue the request (disk and SQLite: run it in a thread)."""

@@ -49,6 +49,8 @@ class Catalog:
         self._names: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], frozenset[str] | None]] = (
             OrderedDict()
         )
+        #: (the parsed overview, version -> its branch), remade when the overview changes
+        self._by_version: tuple[Any, dict[str, Mapping[str, Any]]] | None = None
         self._lock = threading.Lock()
 
     def _load(self, path: str) -> Any:
@@ -83,10 +85,16 @@ class Catalog:
         return data if isinstance(data, dict) else {"latest": [], "branches": {}}
 
     def branch_of(self, version: str) -> Mapping[str, Any] | None:
-        for branch in self.overview().get("branches", {}).values():
-            if version in branch.get("versions", []):
-                return branch  # type: ignore[no-any-return]
-        return None
+        """The overview's branch that lists ``version`` (the first, as listed)."""
+        overview = self.overview()
+        made = self._by_version
+        if made is None or made[0] is not overview:
+            by_version: dict[str, Mapping[str, Any]] = {}
+            for branch in overview.get("branches", {}).values():
+                for listed in branch.get("versions", []):
+                    by_version.setdefault(str(listed), branch)
+            made = self._by_version = (overview, by_version)
+        return made[1].get(version)
 
     def path_of(self, version: str) -> str | None:
         """``releases/23.05.4`` or ``snapshots``: where the version lives."""

@@ -13,7 +13,6 @@ from starlette.concurrency import run_in_threadpool
 from asu_ci.api.service import service_of
 from asu_ci.errors import RequestError
 from asu_ci.identity.request import BuildRequest
-from asu_ci.publish import retention
 
 _SEGMENT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
@@ -75,7 +74,7 @@ async def build(request: Request, body: Annotated[BuildRequest, Body()]) -> Resp
     service = service_of(request)
     found = service.identify(body)
     data = service.finished.cached(found.hash)
-    if data is not None and retention.mark_asked(service.store, found.hash):
+    if data is not None and service.finished.asked(found.hash):
         response = service.answer_finished(data)
     else:
         client = request.client.host if request.client else "unknown"
