@@ -380,7 +380,8 @@ def test_a_retried_failure_publishes_under_its_tag_with_immutable_releases(
     time.sleep(1.1)
     w.fake.on_dispatch = w.workflow_publishes
     assert w.post().status_code == 202  # dispatched again
-    assert w.wait_status(key, 200).json() == build_body(key, normalized_of(request_body()).to_json())
+    expected = build_body(key, normalized_of(request_body()).to_json())
+    assert w.wait_status(key, 200).json() == expected
     assert len(w.dispatches()) == 2
     (release,) = w.fake.releases
     assert (release.tag_name, release.draft) == (f"build-{key}", False)

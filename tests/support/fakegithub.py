@@ -2284,7 +2284,9 @@ class FakeGitHub:
                 return self._error(410, "Artifact has expired")
             path = f"/_fake/artifact-downloads/{artifact.id}"
             if self.download_host is not None:
-                return _Response(302, {"Location": f"http://{self.download_host}:{self.port}{path}"})
+                return _Response(
+                    302, {"Location": f"http://{self.download_host}:{self.port}{path}"}
+                )
             return _Response(302, {"Location": self._api(path)})
 
     def _h_artifact_bytes(self, ctx: _Ctx) -> _Response:
