@@ -564,8 +564,9 @@ def release_publish(ctx: typer.Context, hashes: HashesArg = None, public: Public
 
     For each HASH (default: every folder of <public>/store/ that a build on
     this machine left): a finished build goes up file by file, build.json
-    last, so a release with build.json is complete; a failed one leaves its
-    status.json (detail and output tails) in the release. Re-runs upload
+    last, so a release with build.json is complete. A failed one makes no
+    release (it would take the tag build-<hash> from a later retry); the
+    endpoint reads its status.json from the run's artifact. Re-runs upload
     nothing twice and never touch a complete release.
     """
     from asu_ci.publish.local import LocalStore

@@ -13,8 +13,10 @@ Two threads share the durable queue with the endpoint:
   ``init``, a running one 202 ``building_image``; a finished one is read from
   its release, whose ``build.json`` is mirrored into ``store/<hash>/`` (with
   ``status.json``), so every later poll is a static file. A run that failed or
-  was cancelled becomes a 500 naming the run, with the output tails the job
-  left in the release's ``status.json`` when there are any.
+  was cancelled becomes a 500 naming the run, with the detail and output
+  tails of the ``status.json`` the build job handed on in the run's artifact
+  ``store-<hash>`` when there is one. A failure publishes no release: the tag
+  ``build-<hash>`` stays free for the retry that succeeds.
 
 One request, at most one run. The dispatch POST is never repeated blindly
 (the PyGithub client retries GET only). When its answer is lost (a timeout, a
@@ -570,7 +572,9 @@ class GitHubDispatcher:
             if newer is not None:
                 self._follow_run(job, newer.id)
                 return
-        report = link.releases.json_file(job.hash, "status.json") or {}
+        report: dict[str, Any] = {}
+        if run.conclusion != "success":  # a failure's report, from the run's artifact
+            report = link.releases.run_report(run, job.hash) or {}
         if run.conclusion == "success":
             detail = "The build job finished without publishing build.json"
         else:

@@ -16,8 +16,11 @@ on one hash never duplicate anything:
   another job published the tag first: that release is used and the draft
   deleted. A draft left by an interrupted job is not found again (GitHub
   finds releases by tag only once published); it is garbage, not an error;
-- a published release without ``build.json`` (a failure's ``status.json``, or
-  one written before drafts) is filled in where it stands;
+- a failed build publishes nothing: a release would take the tag, and with
+  immutable releases no retry could ever publish there. Its report reaches
+  the endpoint as the run's artifact (:meth:`ReleasesStore.run_report`);
+- a published release without ``build.json`` (one an older asu-ci left for a
+  failure, or written before drafts) is filled in where it stands;
 - an asset that already exists with the same bytes (GitHub's ``digest``, the
   size only where GitHub names no digest) is skipped; one with other bytes, or
   left half-uploaded (state other than ``uploaded``), is replaced; a 422
@@ -40,11 +43,13 @@ waits out rate limits and transient errors itself, within ``max_wait`` seconds.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import mimetypes
 import re
 import threading
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -56,6 +61,7 @@ import requests
 from github.GitRelease import GitRelease
 from github.GitReleaseAsset import GitReleaseAsset
 from github.Repository import Repository
+from github.WorkflowRun import WorkflowRun
 
 from asu_ci import fsutil
 from asu_ci.config import GitHub
@@ -80,6 +86,8 @@ log = logging.getLogger(__name__)
 TAG_PREFIX = "build-"
 BUILD_FILE = "build.json"
 STATUS_FILE = "status.json"
+#: The artifact in which the build job hands its store folder on (a failure's status.json).
+ARTIFACT_PREFIX = "store-"
 #: build.json and status.json are small; anything bigger is not ours.
 MAX_JSON_BYTES = 16 << 20
 CHUNK = 1 << 16
@@ -320,6 +328,54 @@ class ReleasesStore:
 
     def status(self, request_hash: str) -> dict[str, Any] | None:
         return self.build(request_hash) or self.json_file(request_hash, STATUS_FILE)
+
+    def run_report(self, run: WorkflowRun, request_hash: str) -> dict[str, Any] | None:
+        """The failure report (``status.json``) a run's build job left in its artifact.
+
+        A failed build publishes no release (that would take the tag
+        ``build-<hash>``, for good with immutable releases): the build job
+        hands its store folder on as the artifact ``store-<hash>``, and this
+        reads ``status.json`` from it. None when the run has no such artifact
+        (it failed before building, or the artifact expired), when the
+        artifact is too big to be a report (it holds images), or when the
+        file is not about ``request_hash``.
+        """
+        name = ARTIFACT_PREFIX + request_hash
+
+        def find() -> tuple[str, int] | None:
+            with self._lock:
+                for artifact in run.get_artifacts():
+                    if artifact.name == name and not artifact.expired:
+                        return artifact.archive_download_url, artifact.size_in_bytes
+            return None
+
+        found = self._retrying(f"listing the artifacts of run {run.id}", find)
+        if found is None:
+            return None
+        url, size = found
+        if size > MAX_JSON_BYTES:
+            log.warning("run %s: artifact %s is too big for a report", run.id, name)
+            return None
+
+        def download() -> bytes:
+            # GitHub redirects to its object storage; the token is not sent there.
+            with self._http.get(url, headers=self._auth("application/vnd.github+json")) as response:
+                if response.status_code != 200:
+                    raise api_error(response)
+                return _read_json_bytes(response, name)
+
+        data = self._retrying(f"downloading artifact {name} of run {run.id}", download)
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                info = archive.getinfo(STATUS_FILE)
+                if info.file_size > MAX_JSON_BYTES:
+                    return None
+                with archive.open(info) as handle:
+                    text = handle.read(MAX_JSON_BYTES + 1)
+        except (KeyError, zipfile.BadZipFile):
+            log.warning("run %s: artifact %s holds no readable %s", run.id, name, STATUS_FILE)
+            return None
+        return self._about(request_hash, STATUS_FILE, text)
 
     def _auth(self, accept: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}", "Accept": accept}
@@ -620,8 +676,10 @@ def publish_folder(releases: ReleasesStore, local: LocalStore, request_hash: str
         return "published"
     status = read_status(local.status(request_hash))
     if isinstance(status, Failed):
-        releases.write_status(request_hash, status)
-        return "failure recorded"
+        # No release for a failure: it would take the tag build-<hash> (for good with
+        # immutable releases) from the retry that succeeds. The endpoint reads the
+        # report from the run's artifact instead (ReleasesStore.run_report).
+        return "failed: nothing published"
     raise UsageError(
         f"nothing to publish for {request_hash}: {local.folder(request_hash)} has neither "
         "build.json nor a failed status.json (did the build run with this request?)"

@@ -155,11 +155,14 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def settings_for(base: Path, api_url: str, **github: object) -> Settings:
+def settings_for(
+    base: Path, api_url: str, *, build: dict[str, object] | None = None, **github: object
+) -> Settings:
     return Settings.model_validate(
         {
             "home": str(base / "home"),
             "backend": "github",
+            "build": build or {},
             "github": {
                 "repository": fakegithub.DEFAULT_REPO,
                 "api_url": api_url,
@@ -233,6 +236,15 @@ class World:
             releases.close()
         self.fake.complete_run(run.id, "success")
 
+    def workflow_fails(self, run: FakeRun) -> None:
+        """The on_dispatch hook of a failed build: the report goes into the run's artifact."""
+        key, _ = self.checked_inputs(run)
+        self.fake.start_run(run.id)
+        error = BuildError("Image too big", stdout="make image", stderr="is too big")
+        report = json.dumps(Failed.of(key, error).json_body()).encode()
+        self.fake.add_artifact(run.id, f"store-{key}", {"status.json": report})
+        self.fake.complete_run(run.id, "failure")
+
 
 @pytest.fixture
 def world(
@@ -242,8 +254,10 @@ def world(
     fake_github.add_workflow_from_yaml(ROOT / ".github" / "workflows" / "build.yml")
     started: list[tuple[GitHubDispatcher, TestClient]] = []
 
-    def make(fake: FakeGitHub = fake_github, **tuning: Any) -> World:
-        settings = settings_for(tmp_path, fake.base_url)
+    def make(
+        fake: FakeGitHub = fake_github, *, build: dict[str, object] | None = None, **tuning: Any
+    ) -> World:
+        settings = settings_for(tmp_path, fake.base_url, build=build)
         write_index(settings.public_dir)
         app = create_app(settings, dispatch=False)
         service = app.state.service
@@ -335,19 +349,8 @@ def test_complete_release_means_no_dispatch(
 
 def test_failed_run_is_500_naming_the_run_with_the_output(world: Callable[..., World]) -> None:
     w = world()
-
-    def fails(run: FakeRun) -> None:
-        key, _ = w.checked_inputs(run)
-        w.fake.start_run(run.id)
-        releases = w.releases()
-        try:
-            error = BuildError("Image too big", stdout="make image", stderr="is too big")
-            releases.write_status(key, Failed.of(key, error))
-        finally:
-            releases.close()
-        w.fake.complete_run(run.id, "failure")
-
-    w.fake.on_dispatch = fails
+    w.fake.download_host = "localhost"  # the artifact's zip comes from another host
+    w.fake.on_dispatch = w.workflow_fails
     key = w.post().json()["request_hash"]
     failed = w.wait_status(key, 500).json()
     (run,) = w.runs_of(key)
@@ -357,6 +360,51 @@ def test_failed_run_is_500_naming_the_run_with_the_output(world: Callable[..., W
     assert failed["imagebuilder_status"] == "failed"
     row = w.dispatcher.queue.get(key)
     assert row is not None and row.state == "failed"
+    # The failure took no release and no tag: build-<hash> stays free for a retry.
+    assert w.fake.releases == []
+    assert w.releases().build_tags() == []
+
+
+def test_a_retried_failure_publishes_under_its_tag_with_immutable_releases(
+    world: Callable[..., World],
+) -> None:
+    w = world(build={"failure_retry_seconds": 1})
+    w.fake.immutable_releases = True
+    w.fake.on_dispatch = w.workflow_fails
+    key = w.post().json()["request_hash"]
+    assert w.wait_status(key, 500).json()["detail"].startswith("Image too big")
+    assert w.fake.releases == []
+    assert w.post().status_code == 500  # within failure_retry_seconds: the failure stands
+    assert len(w.dispatches()) == 1
+
+    time.sleep(1.1)
+    w.fake.on_dispatch = w.workflow_publishes
+    assert w.post().status_code == 202  # dispatched again
+    expected = build_body(key, normalized_of(request_body()).to_json())
+    assert w.wait_status(key, 200).json() == expected
+    assert len(w.dispatches()) == 2
+    (release,) = w.fake.releases
+    assert (release.tag_name, release.draft) == (f"build-{key}", False)
+    assert w.releases().build_tags() == [key]
+    image = w.client.get(f"/store/{key}/{IMAGE}")
+    assert (image.status_code, image.content) == (200, image_bytes(key))
+
+
+def test_a_run_report_about_another_request_is_not_used(world: Callable[..., World]) -> None:
+    w = world()
+
+    def fails(run: FakeRun) -> None:
+        key, _ = w.checked_inputs(run)
+        other = Failed.of("0" * 64, BuildError("someone else's failure"))
+        report = json.dumps(other.json_body()).encode()
+        w.fake.add_artifact(run.id, f"store-{key}", {"status.json": report})
+        w.fake.complete_run(run.id, "failure")
+
+    w.fake.on_dispatch = fails
+    key = w.post().json()["request_hash"]
+    detail = w.wait_status(key, 500).json()["detail"]
+    assert detail.startswith("The build job ended with 'failure'")
+    assert "someone else" not in detail
 
 
 def normalized_of(request: dict[str, Any]) -> NormalizedRequest:
@@ -939,9 +987,10 @@ def test_local_store_round_trip(
     assert built_here(built) == [KEY, failed_key]
     assert publish_folder(releases, built, KEY) == "published"
     assert publish_folder(releases, built, KEY) == "published already"
-    assert publish_folder(releases, built, failed_key) == "failure recorded"
-    assert releases.status(failed_key)["detail"] == "broken"  # type: ignore[index]
-    assert not releases.is_complete(failed_key)
+    # A failure publishes nothing: its tag stays free for a retry.
+    assert publish_folder(releases, built, failed_key) == "failed: nothing published"
+    assert releases.release(failed_key) is None
+    assert releases.build_tags() == [KEY]
     with pytest.raises(UsageError, match="nothing to publish"):
         publish_folder(releases, built, "f" * 64)
 

@@ -109,6 +109,14 @@ def test_the_job_that_runs_make_holds_no_write_token() -> None:
     release = next(i for i, run in enumerate(names) if "asu-ci release publish" in run)
     assert verify < attest < release  # checked, attested, then released
 
+    # A failed build makes no release: that would take the tag build-<hash>, for good
+    # with immutable releases. Its report goes to the endpoint in the build's artifact.
+    assert "needs.build.result == 'success'" in publish["if"]
+    (hand_over,) = [s for s in build["steps"] if "upload-artifact" in str(s.get("uses", ""))]
+    assert "!cancelled()" in hand_over["if"]  # on failure too: it carries the report
+    assert hand_over["with"]["name"] == "store-${{ inputs.hash }}"
+    assert hand_over["with"]["path"] == "asu-ci-data/public/store/${{ inputs.hash }}"
+
 
 def test_build_workflow_contract() -> None:
     workflow = load(WORKFLOWS / "build.yml")

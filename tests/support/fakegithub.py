@@ -4,8 +4,9 @@ The real PyGithub client talks to it over real HTTP (``http.server`` in a
 background thread), so the product's GitHub code runs unchanged.  It serves
 the JSON shapes PyGithub parses for the parts of the API that asu-ci uses:
 the repository, workflows, ``workflow_dispatch`` (with and without
-``return_run_details``), workflow runs, releases, release assets (upload,
-list, download, delete) and ``/rate_limit``, with GitHub's rate-limit headers
+``return_run_details``), workflow runs and their artifacts (listed, and
+downloaded as a zip through a redirect to object storage), releases, release
+assets (upload, list, download, delete) and ``/rate_limit``, with GitHub's rate-limit headers
 and JSON error bodies.
 
 State lives in memory and can be driven from the test: runs are started and
@@ -78,6 +79,7 @@ import contextlib
 import dataclasses
 import hashlib
 import http.server
+import io
 import json
 import re
 import socket
@@ -85,6 +87,7 @@ import threading
 import time
 import traceback
 import urllib.parse
+import zipfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -140,6 +143,8 @@ _PERMISSION = {
     "list_workflow_runs": "actions:read",
     "list_runs": "actions:read",
     "get_run": "actions:read",
+    "list_run_artifacts": "actions:read",
+    "artifact_zip": "actions:read",
     "create_release": "contents:write",
     "update_release": "contents:write",
     "delete_release": "contents:write",
@@ -221,6 +226,22 @@ class FakeRun:
     run_started_at: datetime | None = None
     event: str = "workflow_dispatch"
     group: str | None = None
+
+
+@dataclasses.dataclass
+class FakeArtifact:
+    """A workflow run's artifact: a zip of files, as ``actions/upload-artifact`` leaves it."""
+
+    id: int
+    run_id: int
+    name: str
+    data: bytes
+    created_at: datetime
+    expires_at: datetime
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at <= _now()
 
 
 @dataclasses.dataclass
@@ -612,6 +633,9 @@ _ROUTES: list[tuple[str, str, str, bool]] = [
     ("GET", _REPO + r"/actions/runs", "list_runs", True),
     ("GET", _REPO + r"/actions/runs/(\d+)", "get_run", True),
     ("POST", _REPO + r"/actions/runs/(\d+)/cancel", "cancel_run", True),
+    ("GET", _REPO + r"/actions/runs/(\d+)/artifacts", "list_run_artifacts", True),
+    ("GET", _REPO + r"/actions/artifacts/(\d+)/zip", "artifact_zip", True),
+    ("GET", r"/_fake/artifact-downloads/(\d+)", "artifact_bytes", False),
     ("GET", _REPO + r"/git/matching-refs/(.+)", "matching_refs", True),
     ("GET", _REPO + r"/releases", "list_releases", True),
     ("POST", _REPO + r"/releases", "create_release", True),
@@ -717,10 +741,12 @@ class FakeGitHub:
         self._runs: dict[int, FakeRun] = {}
         self._releases: dict[int, FakeRelease] = {}
         self._assets: dict[int, FakeAsset] = {}
+        self._artifacts: dict[int, FakeArtifact] = {}
         self._rules: list[_Rule] = []
         self._usage: dict[str, tuple[int, int]] = {}  # login -> (used, reset epoch)
         self._ids = {"repo": 700_000_001, "workflow": 90_000_001, "run": 17_000_000_001}
         self._ids |= {"release": 230_000_001, "asset": 310_000_001, "request": 1}
+        self._ids["artifact"] = 4_100_000_001
         self._run_numbers: dict[int, int] = {}
         self._errors: list[str] = []
         self._futures: list[concurrent.futures.Future[None]] = []
@@ -1308,6 +1334,30 @@ class FakeGitHub:
                 raise ValueError("FakeGitHub storage limit reached") from exc
             asset.state = state
             return dataclasses.replace(asset)
+
+    def add_artifact(
+        self, run_id: int, name: str, files: Mapping[str, bytes], *, retention_days: float = 1.0
+    ) -> FakeArtifact:
+        """Attach an artifact (a zip of ``files``) to a run, as ``actions/upload-artifact`` does."""
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file_name, data in files.items():
+                archive.writestr(file_name, data)
+        with self._cond:
+            run = self._runs[run_id]
+            if any(a.run_id == run.id and a.name == name for a in self._artifacts.values()):
+                raise ValueError(f"run {run_id} has an artifact {name!r} already")
+            now = _now()
+            artifact = FakeArtifact(
+                self._next("artifact"),
+                run.id,
+                name,
+                buffer.getvalue(),
+                now,
+                now + timedelta(days=retention_days),
+            )
+            self._artifacts[artifact.id] = artifact
+            return dataclasses.replace(artifact)
 
     def publish_release(
         self,
@@ -2185,6 +2235,69 @@ class FakeGitHub:
             if run is None or run.repo != r.full_name:
                 return self._not_found()
             return self._json(200, self._run_json(run))
+
+    def _artifact_json(self, r: _Repo, artifact: FakeArtifact) -> dict[str, Any]:
+        api = self._api(f"/repos/{r.full_name}/actions/artifacts/{artifact.id}")
+        run = self._runs[artifact.run_id]
+        return {
+            "id": artifact.id,
+            "node_id": _node_id("Artifact", artifact.id),
+            "name": artifact.name,
+            "size_in_bytes": len(artifact.data),
+            "url": api,
+            "archive_download_url": api + "/zip",
+            "expired": artifact.expired,
+            "digest": "sha256:" + hashlib.sha256(artifact.data).hexdigest(),
+            "created_at": _iso(artifact.created_at),
+            "updated_at": _iso(artifact.created_at),
+            "expires_at": _iso(artifact.expires_at),
+            "workflow_run": {
+                "id": run.id,
+                "repository_id": r.id,
+                "head_branch": run.head_branch,
+                "head_sha": run.head_sha,
+            },
+        }
+
+    def _h_list_run_artifacts(self, ctx: _Ctx) -> _Response:
+        with self._cond:
+            r = self._ctx_repo(ctx)
+            run = self._runs.get(int(ctx.groups[2]))
+            if run is None or run.repo != r.full_name:
+                return self._not_found()
+            name = ctx.param("name")
+            found = [
+                self._artifact_json(r, a)
+                for a in sorted(self._artifacts.values(), key=lambda a: -a.id)
+                if a.run_id == run.id and (name is None or a.name == name)
+            ]
+            return self._json(200, {"total_count": len(found), "artifacts": found})
+
+    def _h_artifact_zip(self, ctx: _Ctx) -> _Response:
+        """302 to the zip in object storage (another host when ``download_host`` is set)."""
+        with self._cond:
+            r = self._ctx_repo(ctx)
+            artifact = self._artifacts.get(int(ctx.groups[2]))
+            if artifact is None or self._runs[artifact.run_id].repo != r.full_name:
+                return self._not_found()
+            if artifact.expired:
+                return self._error(410, "Artifact has expired")
+            path = f"/_fake/artifact-downloads/{artifact.id}"
+            if self.download_host is not None:
+                return _Response(
+                    302, {"Location": f"http://{self.download_host}:{self.port}{path}"}
+                )
+            return _Response(302, {"Location": self._api(path)})
+
+    def _h_artifact_bytes(self, ctx: _Ctx) -> _Response:
+        if self.download_host is not None and "authorization" in ctx.headers:
+            return self._error(400, "Only one auth mechanism allowed")
+        with self._cond:
+            artifact = self._artifacts.get(int(ctx.groups[0]))
+            if artifact is None:
+                return self._not_found()
+            headers = {"Content-Type": "application/zip", "Content-Length": str(len(artifact.data))}
+            return _Response(200, headers, artifact.data)
 
     def _h_cancel_run(self, ctx: _Ctx) -> _Response:
         with self._cond:
