@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +115,9 @@ def test_the_job_that_runs_make_holds_no_write_token() -> None:
     assert "needs.build.result == 'success'" in publish["if"]
     (hand_over,) = [s for s in build["steps"] if "upload-artifact" in str(s.get("uses", ""))]
     assert "!cancelled()" in hand_over["if"]  # on failure too: it carries the report
-    assert hand_over["with"]["name"] == "store-${{ inputs.hash }}"
-    assert hand_over["with"]["path"] == "asu-ci-data/public/store/${{ inputs.hash }}"
+    # the name and path use the hash only after the first step checked it
+    assert hand_over["with"]["name"] == "store-${{ steps.hash.outputs.value }}"
+    assert hand_over["with"]["path"] == "asu-ci-data/public/store/${{ steps.hash.outputs.value }}"
 
 
 def test_build_workflow_contract() -> None:
@@ -148,12 +150,19 @@ def test_build_workflow_contract() -> None:
 def test_hash_check_refuses_what_is_not_a_hash() -> None:
     bash = shutil.which("bash") or "bash"
     require(bash, "bash runs the workflow's scripts")
-    script = load(WORKFLOWS / "build.yml")["jobs"]["build"]["steps"][0]["run"]
+    step = load(WORKFLOWS / "build.yml")["jobs"]["build"]["steps"][0]
+    assert step["id"] == "hash"
     for value, ok in (("ab" * 32, True), ("AB" * 32, False), ("$(id)", False), ("", False)):
-        result = subprocess.run(
-            [bash, "-e", "-c", script], env={"HASH": value}, capture_output=True, check=False
-        )
-        assert (result.returncode == 0) is ok, value
+        with tempfile.NamedTemporaryFile() as output:
+            result = subprocess.run(
+                [bash, "-e", "-c", step["run"]],
+                env={"HASH": value, "GITHUB_OUTPUT": output.name},
+                capture_output=True,
+                check=False,
+            )
+            assert (result.returncode == 0) is ok, value
+            # later steps read the checked hash from the step's output, never the input
+            assert Path(output.name).read_text() == (f"value={value}\n" if ok else "")
 
 
 def test_prebuild_matrix_comes_from_the_command() -> None:
