@@ -18,9 +18,11 @@ import pytest
 from tests.support.clients import (
     BUILD_DEADLINE,
     LUCI_KNOWN_STEPS,
+    LUCI_ORIGIN,
     Server,
     check_download,
     poll_like_luci,
+    preflight_like_luci,
     serving,
 )
 from tests.support.mirror import MirrorServer
@@ -45,20 +47,7 @@ def server(
 def test_luci(server: Server) -> None:
     """LuCI: JSON content type on every call (so CORS preflights), `?<ms>`, board name with a
     comma, polls every 5 s without waiting for the previous answer."""
-    origin = {"Origin": "http://192.168.1.1"}
-    luci = {"Content-Type": "application/json", **origin}
-    ms = int(time.time() * 1000)
-    pre = server.http.options(
-        f"{server.url}/api/v1/overview?{ms}",
-        headers={
-            **origin,
-            "Access-Control-Request-Method": "GET",
-            "Access-Control-Request-Headers": "content-type",
-        },
-        timeout=10,
-    )
-    assert pre.status_code == 204
-    assert pre.headers["Access-Control-Allow-Origin"] == "*"
+    luci, ms = preflight_like_luci(server)
     overview = server.get(f"/api/v1/overview?{ms}", headers=luci)
     assert overview.headers["Access-Control-Allow-Origin"] == "*"
     assert overview.json()["latest"] == [VERSION]
@@ -86,7 +75,7 @@ def test_luci(server: Server) -> None:
     assert result["request_hash"] == request_hash
     assert "luci" in result["manifest"]
     assert "ppp-mod-pppoe" not in result["manifest"]
-    check_download(server, result, origin)
+    check_download(server, result, LUCI_ORIGIN)
 
 
 def test_auc(server: Server) -> None:

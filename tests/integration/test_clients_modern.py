@@ -23,9 +23,11 @@ import pytest
 from tests.support.clients import (
     BUILD_DEADLINE,
     LUCI_KNOWN_STEPS,
+    LUCI_ORIGIN,
     Server,
     check_download,
     poll_like_luci,
+    preflight_like_luci,
     serving,
 )
 from tests.support.mirror import MirrorServer
@@ -121,20 +123,7 @@ def poll_like_owut(server: Server, request_hash: str) -> dict[str, Any]:
 def luci_build(server: Server, version: str, packages: list[str]) -> dict[str, Any]:
     """LuCI: JSON content type on every call (so CORS preflights), ``?<ms>``, the board
     name with a comma, the device's top-level packages, concurrent 5 s polls."""
-    origin = {"Origin": "http://192.168.1.1"}
-    luci = {"Content-Type": "application/json", **origin}
-    ms = int(time.time() * 1000)
-    pre = server.http.options(
-        f"{server.url}/api/v1/overview?{ms}",
-        headers={
-            **origin,
-            "Access-Control-Request-Method": "GET",
-            "Access-Control-Request-Headers": "content-type",
-        },
-        timeout=10,
-    )
-    assert pre.status_code == 204
-    assert pre.headers["Access-Control-Allow-Origin"] == "*"
+    luci, ms = preflight_like_luci(server)
     body = {
         "version": version,
         "target": TARGET,
@@ -151,7 +140,7 @@ def luci_build(server: Server, version: str, packages: list[str]) -> dict[str, A
     result = poll_like_luci(server, first.json()["request_hash"], luci)
     assert result["status"] == 200
     assert result["id"] == PROFILE
-    check_download(server, result, origin)
+    check_download(server, result, LUCI_ORIGIN)
     return result
 
 

@@ -132,3 +132,26 @@ def poll_like_luci(server: Server, request_hash: str, headers: dict[str, str]) -
                 return body
             assert time.monotonic() < deadline
             time.sleep(0.3)
+
+
+#: The origin of the LuCI page in a router's browser.
+LUCI_ORIGIN = {"Origin": "http://192.168.1.1"}
+
+
+def preflight_like_luci(server: Server) -> tuple[dict[str, str], int]:
+    """LuCI sends a JSON content type even on GET, so the browser preflights every call;
+    the preflight is answered 204 with CORS. The headers LuCI sends, and its ``?<ms>``."""
+    luci = {"Content-Type": "application/json", **LUCI_ORIGIN}
+    ms = int(time.time() * 1000)
+    pre = server.http.options(
+        f"{server.url}/api/v1/overview?{ms}",
+        headers={
+            **LUCI_ORIGIN,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "content-type",
+        },
+        timeout=10,
+    )
+    assert pre.status_code == 204
+    assert pre.headers["Access-Control-Allow-Origin"] == "*"
+    return luci, ms
