@@ -42,33 +42,11 @@ from tests.conftest import (
 from tests.support.imagebuilder import imagebuilder_basename, unpack_imagebuilder
 from tests.support.mirror import build_mirror, built, mirror_key, publish_imagebuilder, serve
 from tests.support.packages import write_packages
+from tests.support.shapes import BUILT_KEYS
 from tests.support.usign import generate_keypair, sign
 
 #: Every field of the 200 body of PROTOCOL.md, plus ours.
-FIELDS_200 = {
-    "target",
-    "version_number",
-    "version_code",
-    "arch_packages",
-    "default_packages",
-    "titles",
-    "images",
-    "image_prefix",
-    "supported_devices",
-    "device_packages",
-    "metadata_version",
-    "id",
-    "bin_dir",
-    "request_hash",
-    "build_at",
-    "manifest",
-    "build_cmd",
-    "request",
-    "status",
-    "detail",
-    "package_changes",
-    "reproducibility",
-}
+FIELDS_200 = BUILT_KEYS | {"package_changes", "reproducibility"}
 
 
 @dataclass

@@ -37,39 +37,17 @@ from asu_ci.protocol import (
 )
 from asu_ci.publish.local import LocalStore
 from tests.conftest import BUILD_PROFILE, BUILD_TARGET, BUILD_VERSION, BuildWorld
+from tests.support.shapes import (
+    BUILDING_KEYS,
+    BUILT_KEYS,
+    ERROR_KEYS,
+    FAILED_KEYS,
+    IMAGE_KEYS,
+    QUEUED_KEYS,
+)
 
 HASH = "ab" * 32
 
-# The shapes as PROTOCOL.md writes them ("Build endpoint", "Responses").
-QUEUED_KEYS = {"status", "request_hash", "detail", "imagebuilder_status", "queue_position"}
-BUILDING_KEYS = QUEUED_KEYS - {"queue_position"}
-FAILED_KEYS = {"status", "detail", "stdout", "stderr", "imagebuilder_status"}
-ERROR_KEYS = {"status", "detail"}
-BUILT_KEYS = {
-    # the profiles.json fields of the target merged with the profile's entry
-    "target",
-    "version_number",
-    "version_code",
-    "arch_packages",
-    "default_packages",
-    "titles",
-    "images",
-    "image_prefix",
-    "supported_devices",
-    "device_packages",
-    "metadata_version",
-    # this build
-    "id",
-    "bin_dir",
-    "request_hash",
-    "build_at",
-    "manifest",
-    "build_cmd",
-    "request",
-    "status",
-    "detail",
-}
-IMAGE_KEYS = {"name", "type", "filesystem", "sha256", "sha256_unsigned"}
 #: The imagebuilder_status values older LuCI builds know; any other freezes them.
 LUCI_STEPS = {
     "init",

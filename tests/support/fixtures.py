@@ -49,6 +49,7 @@ from tests.support.imagebuilder import unpack_imagebuilder
 from tests.support.mirror import (
     MODERN_TARGETS,
     MODERN_VERSIONS,
+    MirrorInfo,
     MirrorServer,
     build_mirror,
     serve,
@@ -59,22 +60,13 @@ from tests.support.usign import SecretKey, generate_keypair
 @pytest.fixture(scope="session")
 def upstream_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MirrorServer]:
     """The session's local download server with ath79/generic built."""
-    info = build_mirror(tmp_path_factory.mktemp("upstream"))
-    server = serve(info)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _served(build_mirror(tmp_path_factory.mktemp("upstream")))
 
 
 @pytest.fixture
 def upstream_mirror_clean(upstream_mirror: MirrorServer) -> Iterator[MirrorServer]:
     """:func:`upstream_mirror` with counters and faults reset around the test."""
-    upstream_mirror.reset()
-    try:
-        yield upstream_mirror
-    finally:
-        upstream_mirror.reset()
+    yield from _reset_around(upstream_mirror)
 
 
 @pytest.fixture
@@ -121,6 +113,17 @@ def modern_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MirrorSe
         package_count=1500,
         versions=MODERN_VERSIONS,
     )
+    yield from _served(info)
+
+
+@pytest.fixture
+def modern_mirror_clean(modern_mirror: MirrorServer) -> Iterator[MirrorServer]:
+    """:func:`modern_mirror` with counters and faults reset around the test."""
+    yield from _reset_around(modern_mirror)
+
+
+def _served(info: MirrorInfo) -> Iterator[MirrorServer]:
+    """Serve a built mirror for as long as the fixture lives."""
     server = serve(info)
     try:
         yield server
@@ -128,11 +131,10 @@ def modern_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MirrorSe
         server.stop()
 
 
-@pytest.fixture
-def modern_mirror_clean(modern_mirror: MirrorServer) -> Iterator[MirrorServer]:
-    """:func:`modern_mirror` with counters and faults reset around the test."""
-    modern_mirror.reset()
+def _reset_around(server: MirrorServer) -> Iterator[MirrorServer]:
+    """``server`` with its counters and faults reset before and after the test."""
+    server.reset()
     try:
-        yield modern_mirror
+        yield server
     finally:
-        modern_mirror.reset()
+        server.reset()
