@@ -189,6 +189,14 @@ class GitHub(_Model):
     token_env: str = "GITHUB_TOKEN"  # noqa: S105 - the name of the variable, not a secret
     api_url: str = "https://api.github.com"
     timeout_seconds: Annotated[float, Field(gt=0)] = 15.0
+    store: Annotated[
+        Literal["releases", "endpoint"],
+        Field(
+            description="where finished builds are kept: 'releases' (one GitHub release per "
+            "build, served by GitHub; about 1,500 builds a day per repository) or 'endpoint' "
+            "(the endpoint takes each run's attested output into its own store; 10,000 a day)"
+        ),
+    ] = "releases"
 
 
 # -- index: what is served and how often it is re-rendered (issue 10) ----------

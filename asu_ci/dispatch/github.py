@@ -81,8 +81,9 @@ from asu_ci.github import (
     token_from_env,
 )
 from asu_ci.protocol import Failed, Progress
+from asu_ci.publish import artifacts
 from asu_ci.publish.local import LocalStore
-from asu_ci.publish.releases import ReleasesStore
+from asu_ci.publish.releases import PublishError, ReleasesStore
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +181,12 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(max(epoch, 0), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def dispatch_inputs(request_hash: str, request: Mapping[str, Any]) -> dict[str, str]:
+def dispatch_inputs(
+    request_hash: str, request: Mapping[str, Any], store: str = "releases"
+) -> dict[str, str]:
     """The ``workflow_dispatch`` inputs of ``build.yml`` for one request."""
     text = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return {"hash": request_hash, "request": text}
+    return {"hash": request_hash, "request": text, "store": store}
 
 
 class GitHubDispatcher:
@@ -216,6 +219,7 @@ class GitHubDispatcher:
         self._threads: list[threading.Thread] = []
         #: False once GitHub refused ``return_run_details`` (an older GitHub Enterprise).
         self._run_details = True
+        self._endpoint_store = settings.github.store == "endpoint"
 
     # -- the Dispatcher protocol -------------------------------------------------
 
@@ -381,7 +385,8 @@ class GitHubDispatcher:
         return job
 
     def _start(self, link: _Link, job: _Job) -> None:
-        build = link.releases.build(job.hash)
+        # With the endpoint as the store, the local store (checked before queueing) is the truth.
+        build = None if self._endpoint_store else link.releases.build(job.hash)
         if build is not None:
             log.info("%s is published already: mirrored, not built", job.hash)
             self._mirror(job, build)
@@ -394,7 +399,7 @@ class GitHubDispatcher:
             if found is not None:
                 self._follow_run(job, found.id)
                 return
-        inputs = dispatch_inputs(job.hash, job.request)
+        inputs = dispatch_inputs(job.hash, job.request, self.settings.github.store)
         if len(json.dumps(inputs)) > MAX_INPUT_CHARS:
             self._fail(
                 job,
@@ -558,7 +563,10 @@ class GitHubDispatcher:
             else:
                 self.store.write_status(job.hash, Progress.queued(job.hash))
             return
-        build = link.releases.build(job.hash)
+        if self._endpoint_store and run.conclusion == "success":
+            self._take(link, job, run)
+            return
+        build = None if self._endpoint_store else link.releases.build(job.hash)
         if build is not None:
             self._mirror(job, build)
             return
@@ -590,17 +598,53 @@ class GitHubDispatcher:
             ),
         )
 
+    def _take(self, link: _Link, job: _Job, run: WorkflowRun) -> None:
+        """A successful run's attested output into the local store (``store: endpoint``)."""
+        try:
+            build = artifacts.take(link.releases, run, job.hash, self.store)
+        except PublishError as exc:
+            self._fail(
+                job,
+                BuildError(
+                    f"The output of GitHub Actions run {run.html_url} was refused: {exc.message}"
+                ),
+            )
+            return
+        if build is not None:
+            self._done(job)
+            return
+        if job.success_polls < self.tuning.success_grace_polls:
+            job.success_polls += 1
+            return
+        # Expired before the endpoint came to it (it was down for days): nothing failed
+        # that a new run would not fix, so the next request builds it again at once.
+        self._fail(
+            job,
+            BuildError(
+                f"GitHub Actions run {run.html_url} built the request, but its output "
+                f"({artifacts.artifact_name(job.hash)}) is no longer there; send the "
+                "request again to build it again"
+            ),
+            retry_now=True,
+        )
+
     # -- endings -----------------------------------------------------------------
 
     def _mirror(self, job: _Job, build: dict[str, Any]) -> None:
         """Copy build.json (and the 200 status.json) of a finished build into the local store."""
         self.store.publish(job.hash, self.store.staging(job.hash), build)
+        self._done(job)
+
+    def _done(self, job: _Job) -> None:
         log_outcome(job.hash, job.request, time.time() - job.since, None)
         self.queue.finish(job.hash, ok=True)
         self._forget(job.hash)
 
-    def _fail(self, job: _Job, error: BuildError) -> None:
-        self.store.write_status(job.hash, Failed.of(job.hash, error))
+    def _fail(self, job: _Job, error: BuildError, *, retry_now: bool = False) -> None:
+        failed = Failed.of(job.hash, error)
+        if retry_now:
+            failed = failed.model_copy(update={"failed_at": None})
+        self.store.write_status(job.hash, failed)
         log_outcome(job.hash, job.request, time.time() - job.since, error.message)
         self.queue.finish(job.hash, ok=False, detail=error.message)
         self._forget(job.hash)

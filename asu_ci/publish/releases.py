@@ -54,7 +54,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import github
 import requests
@@ -117,6 +117,15 @@ class Asset:
     content_type: str
     #: ``sha256:<hex>`` as GitHub computed it, or None where GitHub names none.
     digest: str | None = None
+
+
+@dataclass(frozen=True)
+class RunArtifact:
+    """One artifact of a workflow run: its name, its zip's API URL and size."""
+
+    name: str
+    url: str
+    size: int
 
 
 @dataclass
@@ -329,6 +338,44 @@ class ReleasesStore:
     def status(self, request_hash: str) -> dict[str, Any] | None:
         return self.build(request_hash) or self.json_file(request_hash, STATUS_FILE)
 
+    def run_artifact(self, run: WorkflowRun, name: str) -> RunArtifact | None:
+        """The artifact ``name`` of a run (one listing request), or None when the run
+        has none by that name or it expired."""
+
+        def find() -> RunArtifact | None:
+            with self._lock:
+                for artifact in run.get_artifacts():
+                    if artifact.name == name and not artifact.expired:
+                        return RunArtifact(
+                            name, artifact.archive_download_url, artifact.size_in_bytes
+                        )
+            return None
+
+        return self._retrying(f"listing the artifacts of run {run.id}", find)
+
+    def download_artifact(self, artifact: RunArtifact, into: BinaryIO, limit: int) -> None:
+        """Write an artifact's zip into ``into``; more than ``limit`` bytes is refused.
+
+        GitHub redirects the download to its object storage, another host, to
+        which the token is not sent. A retry starts ``into`` over.
+        """
+
+        def download() -> None:
+            into.seek(0)
+            into.truncate()
+            headers = self._auth("application/vnd.github+json")
+            with self._http.get(artifact.url, headers=headers, stream=True) as response:
+                if response.status_code != 200:
+                    raise api_error(response)
+                written = 0
+                for chunk in response.iter_content(CHUNK):
+                    written += len(chunk)
+                    if written > limit:
+                        raise PublishError(f"artifact {artifact.name} is larger than {limit} bytes")
+                    into.write(chunk)
+
+        self._retrying(f"downloading artifact {artifact.name}", download)
+
     def run_report(self, run: WorkflowRun, request_hash: str) -> dict[str, Any] | None:
         """The failure report (``status.json``) a run's build job left in its artifact.
 
@@ -340,40 +387,23 @@ class ReleasesStore:
         artifact is too big to be a report (it holds images), or when the
         file is not about ``request_hash``.
         """
-        name = ARTIFACT_PREFIX + request_hash
-
-        def find() -> tuple[str, int] | None:
-            with self._lock:
-                for artifact in run.get_artifacts():
-                    if artifact.name == name and not artifact.expired:
-                        return artifact.archive_download_url, artifact.size_in_bytes
+        artifact = self.run_artifact(run, ARTIFACT_PREFIX + request_hash)
+        if artifact is None:
             return None
-
-        found = self._retrying(f"listing the artifacts of run {run.id}", find)
-        if found is None:
+        if artifact.size > MAX_JSON_BYTES:
+            log.warning("run %s: artifact %s is too big for a report", run.id, artifact.name)
             return None
-        url, size = found
-        if size > MAX_JSON_BYTES:
-            log.warning("run %s: artifact %s is too big for a report", run.id, name)
-            return None
-
-        def download() -> bytes:
-            # GitHub redirects to its object storage; the token is not sent there.
-            with self._http.get(url, headers=self._auth("application/vnd.github+json")) as response:
-                if response.status_code != 200:
-                    raise api_error(response)
-                return _read_json_bytes(response, name)
-
-        data = self._retrying(f"downloading artifact {name} of run {run.id}", download)
+        data = io.BytesIO()
+        self.download_artifact(artifact, data, MAX_JSON_BYTES)
         try:
-            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            with zipfile.ZipFile(data) as archive:
                 info = archive.getinfo(STATUS_FILE)
                 if info.file_size > MAX_JSON_BYTES:
                     return None
                 with archive.open(info) as handle:
                     text = handle.read(MAX_JSON_BYTES + 1)
         except (KeyError, zipfile.BadZipFile):
-            log.warning("run %s: artifact %s holds no readable %s", run.id, name, STATUS_FILE)
+            log.warning("run %s: %s holds no readable %s", run.id, artifact.name, STATUS_FILE)
             return None
         return self._about(request_hash, STATUS_FILE, text)
 
@@ -631,19 +661,12 @@ def built_here(local: LocalStore) -> list[str]:
     return found
 
 
-def verify_folder(local: LocalStore, request_hash: str, attestation: str | None = None) -> int:
-    """Check every image of a build folder against the sha256 its build.json names.
+def check_images(folder: Path, build: Mapping[str, Any], request_hash: str) -> int:
+    """Check every image ``build`` names against its sha256 in ``folder``; the count.
 
-    The publishing job runs this on what the build job (which ran ``make``
-    with the user's packages and held no write token) handed over, before it
-    creates the release: an image that is missing, altered or not named by
-    build.json stops it. ``attestation`` (the URL of the artifact
-    attestation made for these images) is written into build.json. Returns
-    the number of images checked.
+    An image that is missing, altered or named badly raises :class:`PublishError`.
     """
-    folder = local.folder(request_hash)
-    build = local.build(request_hash)
-    if build is None or build.get("request_hash") != request_hash:
+    if build.get("request_hash") != request_hash:
         raise PublishError(f"{folder} has no build.json about request {request_hash}")
     images = build.get("images")
     if not isinstance(images, list) or not images:
@@ -660,10 +683,28 @@ def verify_folder(local: LocalStore, request_hash: str, attestation: str | None 
         if _sha256(path) != "sha256:" + expected:
             raise PublishError(f"{name} does not match the sha256 build.json names")
         named.add(name)
+    return len(named)
+
+
+def verify_folder(local: LocalStore, request_hash: str, attestation: str | None = None) -> int:
+    """Check every image of a build folder against the sha256 its build.json names.
+
+    The publishing job runs this on what the build job (which ran ``make``
+    with the user's packages and held no write token) handed over, before it
+    creates the release: an image that is missing, altered or not named by
+    build.json stops it. ``attestation`` (the URL of the artifact
+    attestation made for these images) is written into build.json. Returns
+    the number of images checked.
+    """
+    folder = local.folder(request_hash)
+    build = local.build(request_hash)
+    if build is None:
+        raise PublishError(f"{folder} has no build.json about request {request_hash}")
+    count = check_images(folder, build, request_hash)
     if attestation is not None:
         build["attestation"] = attestation
         fsutil.write_json(folder / BUILD_FILE, build)
-    return len(named)
+    return count
 
 
 def publish_folder(releases: ReleasesStore, local: LocalStore, request_hash: str) -> str:

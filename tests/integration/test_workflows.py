@@ -10,12 +10,13 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
 
 from asu_ci.build.matrix import MAX_MATRIX_JOBS, matrix
+from asu_ci.config import GitHub
 from asu_ci.dispatch.github import RUN_NAME, dispatch_inputs
 from asu_ci.upstream.metadata import VERSIONS_FILE
 from tests.support.fakegithub import render_run_name
@@ -124,7 +125,14 @@ def test_build_workflow_contract() -> None:
     workflow = load(WORKFLOWS / "build.yml")
     inputs = workflow["on"]["workflow_dispatch"]["inputs"]
     assert set(inputs) == set(dispatch_inputs("0" * 64, {}))
-    assert all(spec["required"] and spec["type"] == "string" for spec in inputs.values())
+    assert all(
+        inputs[name]["required"] and inputs[name]["type"] == "string"
+        for name in ("hash", "request")
+    )
+    # The store the endpoint names; every value github.store takes is an option.
+    store = inputs["store"]
+    assert (store["type"], store["default"]) == ("choice", "releases")
+    assert store["options"] == list(get_args(GitHub.model_fields["store"].annotation))
     assert workflow["concurrency"] == {
         "group": "build-${{ inputs.hash }}",
         "cancel-in-progress": False,

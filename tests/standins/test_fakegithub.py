@@ -571,3 +571,21 @@ def test_concurrent_clients_and_bounded_log() -> None:
         assert len({r.id for r in fake.runs}) == 8
         assert len(fake.requests) == 5
     fake.check()
+
+
+# -- attestations ----------------------------------------------------------------------
+
+
+def test_attestations_take_a_sigstore_bundle_with_their_permission(fake_github: FakeGitHub) -> None:
+    path = f"/repos/{fake_github.repo_full_name}/attestations"
+    bundle = {"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "dsseEnvelope": {}}
+    made = _raw(fake_github, "POST", path, json={"bundle": bundle})
+    assert made.status_code == 201
+    assert isinstance(made.json()["id"], int)
+    assert fake_github.attestations == [bundle]
+    wrong = _raw(fake_github, "POST", path, json={"bundle": {"mediaType": "text/plain"}})
+    assert wrong.status_code == 422
+    fake_github.permissions = {fakegithub.DEFAULT_LOGIN: {"contents:write"}}
+    refused = _raw(fake_github, "POST", path, json={"bundle": bundle})
+    assert refused.status_code == 403
+    assert fake_github.attestations == [bundle]

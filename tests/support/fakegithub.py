@@ -151,6 +151,7 @@ _PERMISSION = {
     "upload_asset": "contents:write",
     "update_asset": "contents:write",
     "delete_asset": "contents:write",
+    "create_attestation": "attestations:write",
 }
 
 RunNameTemplate = str | Callable[[dict[str, Any]], str] | None
@@ -650,6 +651,7 @@ _ROUTES: list[tuple[str, str, str, bool]] = [
     ("GET", _REPO + r"/releases/(\d+)/assets", "list_assets", True),
     ("POST", r"/uploads" + _REPO + r"/releases/(\d+)/assets", "upload_asset", True),
     ("GET", r"/_fake/asset-downloads/(\d+)/([^/]+)", "asset_bytes", False),
+    ("POST", _REPO + r"/attestations", "create_attestation", True),
     ("HEAD", r"/_fake/asset-downloads/(\d+)/([^/]+)", "asset_bytes", False),
     ("GET", rf"/{_SEG}/{_SEG}/releases/download/{_SEG}/{_SEG}", "browser_download", False),
     ("HEAD", rf"/{_SEG}/{_SEG}/releases/download/{_SEG}/{_SEG}", "browser_download", False),
@@ -742,11 +744,13 @@ class FakeGitHub:
         self._releases: dict[int, FakeRelease] = {}
         self._assets: dict[int, FakeAsset] = {}
         self._artifacts: dict[int, FakeArtifact] = {}
+        #: Sigstore bundles received by ``POST /repos/{o}/{r}/attestations``, in order.
+        self.attestations: list[dict[str, Any]] = []
         self._rules: list[_Rule] = []
         self._usage: dict[str, tuple[int, int]] = {}  # login -> (used, reset epoch)
         self._ids = {"repo": 700_000_001, "workflow": 90_000_001, "run": 17_000_000_001}
         self._ids |= {"release": 230_000_001, "asset": 310_000_001, "request": 1}
-        self._ids["artifact"] = 4_100_000_001
+        self._ids |= {"artifact": 4_100_000_001, "attestation": 1}
         self._run_numbers: dict[int, int] = {}
         self._errors: list[str] = []
         self._futures: list[concurrent.futures.Future[None]] = []
@@ -2338,6 +2342,25 @@ class FakeGitHub:
                 if ref.startswith(prefix)
             ]
         return self._json(200, items)
+
+    def _h_create_attestation(self, ctx: _Ctx) -> _Response:
+        """``POST /repos/{o}/{r}/attestations``: what actions/attest-build-provenance sends.
+
+        The bundle (a Sigstore bundle: ``mediaType``, ``verificationMaterial``,
+        ``dsseEnvelope``) is kept as sent; only its shape is checked.
+        """
+        doc = "https://docs.github.com/rest/repos/attestations#create-an-attestation"
+        data = self._body_json(ctx)
+        bundle = data.get("bundle")
+        if not isinstance(bundle, dict) or not str(bundle.get("mediaType", "")).startswith(
+            "application/vnd.dev.sigstore.bundle"
+        ):
+            return self._validation("Attestation", "invalid", "bundle", doc)
+        with self._cond:
+            self._ctx_repo(ctx)
+            self.attestations.append(bundle)
+            ident = self._next("attestation")
+        return self._json(201, {"id": ident})
 
     def _h_create_release(self, ctx: _Ctx) -> _Response:
         doc = "https://docs.github.com/rest/releases/releases#create-a-release"
