@@ -38,7 +38,8 @@ from asu_ci.github import CONTENT_LIMITS, Pace
 from asu_ci.publish.local import LocalStore
 from asu_ci.publish.releases import ReleasesStore, pull_all
 from bench.common import machine
-from tests.integration.test_github_backend import (
+from tests.support.fakegithub import ACTIONS_LOGIN, ACTIONS_RATE_LIMIT, FakeGitHub, FakeRun
+from tests.support.githubworld import (
     IMAGE,
     ROOT,
     TOKEN_ENV,
@@ -48,7 +49,6 @@ from tests.integration.test_github_backend import (
     settings_for,
     write_index,
 )
-from tests.support.fakegithub import ACTIONS_LOGIN, ACTIONS_RATE_LIMIT, FakeGitHub, FakeRun
 
 ENDPOINT_TOKEN, ACTIONS_TOKEN = "endpoint-token", "actions-token"
 ENDPOINT_LOGIN = "asu-ci-bot"

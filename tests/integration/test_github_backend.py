@@ -19,27 +19,22 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import github
 import pytest
 import requests
-from fastapi.testclient import TestClient
 from github.Workflow import Workflow
 from typer.testing import CliRunner
 
 from asu_ci.api.app import create_app
 from asu_ci.build.matrix import MAX_MATRIX_JOBS, matrix, select
 from asu_ci.cli import app as cli
-from asu_ci.config import Settings
-from asu_ci.dispatch.github import RUN_NAME, GitHubDispatcher, Tuning
+from asu_ci.dispatch.github import GitHubDispatcher
 from asu_ci.errors import BuildError, ConfigError, UsageError
-from asu_ci.github import Pace, rate_limit_wait
+from asu_ci.github import rate_limit_wait
 from asu_ci.identity.hashing import request_hash
-from asu_ci.identity.request import BuildRequest
-from asu_ci.identity.validate import NormalizedRequest
 from asu_ci.protocol import Failed
 from asu_ci.publish.local import LocalStore
 from asu_ci.publish.releases import (
@@ -49,233 +44,30 @@ from asu_ci.publish.releases import (
     pull,
     pull_all,
 )
-from tests.support import fakegithub
+from tests.support import fakegithub, githubworld
 from tests.support.fakegithub import FakeGitHub, FakeRun
-
-fake_github = fakegithub.fake_github
-
-ROOT = Path(__file__).resolve().parents[2]
-TOKEN_ENV = "FAKE_GITHUB_TOKEN"
-VERSION = "23.05.4"
-TARGET = "ath79/generic"
-PROFILE = "tplink_archer-c7-v5"
-IMAGE = f"openwrt-{VERSION}-ath79-generic-{PROFILE}-squashfs-sysupgrade.bin"
-NO_PAUSES = Pace(seconds_between_requests=None, seconds_between_writes=None)
-FAST = Tuning(
-    poll_interval=0.05,
-    claim_timeout=0.05,
-    lookup_delays=(0.0, 0.1),
-    backoff_initial=0.2,
-    backoff_max=0.5,
-    success_grace_polls=1,
-    pace=NO_PAUSES,
+from tests.support.githubworld import (
+    FAST,
+    IMAGE,
+    NO_PAUSES,
+    PROFILE,
+    ROOT,
+    TARGET,
+    TOKEN_ENV,
+    VERSION,
+    World,
+    build_body,
+    build_folder,
+    image_bytes,
+    normalized_of,
+    ref_of,
+    request_body,
+    settings_for,
+    wait_for,
 )
 
-
-def request_body(**changes: object) -> dict[str, object]:
-    body: dict[str, object] = {
-        "version": VERSION,
-        "target": TARGET,
-        "profile": PROFILE,
-        "packages": ["luci"],
-        "client": "test/1",
-    }
-    body.update(changes)
-    return body
-
-
-def write_index(public: Path) -> None:
-    """The smallest rendered index that validates requests for one device."""
-    branch = {
-        "name": "23.05",
-        "enabled": True,
-        "snapshot": False,
-        "path": "releases/{version}",
-        "versions": [VERSION],
-        "targets": {TARGET: "mips_24kc"},
-        "package_changes": [],
-    }
-    files: dict[str, Any] = {
-        "json/v1/overview.json": {"latest": [VERSION], "branches": {"23.05": branch}},
-        f"releases/{VERSION}/.targets.json": {TARGET: "mips_24kc"},
-        f"json/v1/releases/{VERSION}/targets/{TARGET}/{PROFILE}.json": {
-            "id": PROFILE,
-            "target": TARGET,
-            "images": [{"name": IMAGE, "type": "sysupgrade", "filesystem": "squashfs"}],
-        },
-    }
-    for name, data in files.items():
-        path = public / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data))
-
-
-def image_bytes(key: str) -> bytes:
-    return (key * 500).encode()
-
-
-def build_body(key: str, request: dict[str, Any]) -> dict[str, Any]:
-    """A build.json as ``asu-ci build`` writes it (the fields that matter here)."""
-    return {
-        "status": 200,
-        "detail": "done",
-        "request_hash": key,
-        "bin_dir": key,
-        "request": request,
-        "images": [
-            {
-                "name": IMAGE,
-                "type": "sysupgrade",
-                "filesystem": "squashfs",
-                "sha256": hashlib.sha256(image_bytes(key)).hexdigest(),
-            }
-        ],
-    }
-
-
-def build_folder(root: Path, key: str, request: dict[str, Any]) -> Path:
-    """What a build leaves in ``store/<hash>/`` before it is published."""
-    folder = root / key
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / IMAGE).write_bytes(image_bytes(key))
-    (folder / "sha256sums").write_text(f"{hashlib.sha256(image_bytes(key)).hexdigest()} *{IMAGE}\n")
-    (folder / "profiles.json").write_text('{"profiles": {}}')
-    (folder / f"openwrt-{PROFILE}.manifest").write_text("luci - 1\n")
-    body = build_body(key, request)
-    (folder / "build.json").write_text(json.dumps(body))
-    (folder / "status.json").write_text(json.dumps(body))
-    return folder
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.02)
-
-
-def settings_for(
-    base: Path, api_url: str, *, build: dict[str, object] | None = None, **github: object
-) -> Settings:
-    return Settings.model_validate(
-        {
-            "home": str(base / "home"),
-            "backend": "github",
-            "build": build or {},
-            "github": {
-                "repository": fakegithub.DEFAULT_REPO,
-                "api_url": api_url,
-                "token_env": TOKEN_ENV,
-                "timeout_seconds": 2,
-                **github,
-            },
-        }
-    )
-
-
-# -- the world: fake GitHub, endpoint, dispatcher, the "workflow" ----------------------------
-
-
-@dataclass
-class World:
-    fake: FakeGitHub
-    settings: Settings
-    client: TestClient
-    service: Any
-    dispatcher: GitHubDispatcher
-    jobs: Path
-
-    @property
-    def store(self) -> LocalStore:
-        return LocalStore(self.settings.public_dir / "store")
-
-    def releases(self) -> ReleasesStore:
-        return ReleasesStore(self.settings.github, pace=NO_PAUSES)
-
-    def post(self, **changes: object) -> Any:
-        return self.client.post("/api/v1/build", json=request_body(**changes))
-
-    def poll(self, key: str) -> Any:
-        return self.client.get(f"/api/v1/build/{key}")
-
-    def wait_status(self, key: str, code: int, timeout: float = 20.0) -> Any:
-        found: list[Any] = []
-
-        def done() -> bool:
-            response = self.poll(key)
-            found[:] = [response]
-            return bool(response.status_code == code)
-
-        wait_for(done, timeout)
-        return found[0]
-
-    def runs_of(self, key: str) -> list[FakeRun]:
-        return self.fake.find_runs(RUN_NAME.format(hash=key))
-
-    def dispatches(self) -> list[fakegithub.RecordedRequest]:
-        return self.fake.find_requests("POST", r"/dispatches$")
-
-    def checked_inputs(self, run: FakeRun) -> tuple[str, dict[str, Any]]:
-        """What build.yml does first: the hash must be the request's own."""
-        key = run.inputs["hash"]
-        request = json.loads(run.inputs["request"])
-        assert request_hash(normalized_of(request)) == key
-        return key, request
-
-    def workflow_publishes(self, run: FakeRun, *, release: threading.Event | None = None) -> None:
-        """The on_dispatch hook of a successful build."""
-        key, request = self.checked_inputs(run)
-        self.fake.start_run(run.id)
-        if release is not None:
-            assert release.wait(10)
-        releases = self.releases()
-        try:
-            releases.publish(key, build_folder(self.jobs, key, request), build_body(key, request))
-        finally:
-            releases.close()
-        self.fake.complete_run(run.id, "success")
-
-    def workflow_fails(self, run: FakeRun) -> None:
-        """The on_dispatch hook of a failed build: the report goes into the run's artifact."""
-        key, _ = self.checked_inputs(run)
-        self.fake.start_run(run.id)
-        error = BuildError("Image too big", stdout="make image", stderr="is too big")
-        report = json.dumps(Failed.of(key, error).json_body()).encode()
-        self.fake.add_artifact(run.id, f"store-{key}", {"status.json": report})
-        self.fake.complete_run(run.id, "failure")
-
-
-@pytest.fixture
-def world(
-    fake_github: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., World]]:
-    monkeypatch.setenv(TOKEN_ENV, fake_github.token)
-    fake_github.add_workflow_from_yaml(ROOT / ".github" / "workflows" / "build.yml")
-    started: list[tuple[GitHubDispatcher, TestClient]] = []
-
-    def make(
-        fake: FakeGitHub = fake_github, *, build: dict[str, object] | None = None, **tuning: Any
-    ) -> World:
-        settings = settings_for(tmp_path, fake.base_url, build=build)
-        write_index(settings.public_dir)
-        app = create_app(settings, dispatch=False)
-        service = app.state.service
-        dispatcher = GitHubDispatcher(
-            settings, service.queue, service.store, tuning=replace(FAST, **tuning)
-        )
-        service.dispatcher = dispatcher
-        client = TestClient(app)
-        client.__enter__()
-        dispatcher.start()
-        started.append((dispatcher, client))
-        return World(fake, settings, client, service, dispatcher, tmp_path / "jobs")
-
-    yield make
-    for dispatcher, client in started:
-        dispatcher.stop()
-        client.__exit__(None, None, None)
-
+fake_github = fakegithub.fake_github
+world = githubworld.world
 
 # -- end to end ------------------------------------------------------------------------------
 
@@ -408,17 +200,6 @@ def test_a_run_report_about_another_request_is_not_used(world: Callable[..., Wor
     detail = w.wait_status(key, 500).json()["detail"]
     assert detail.startswith("The build job ended with 'failure'")
     assert "someone else" not in detail
-
-
-def normalized_of(request: dict[str, Any]) -> NormalizedRequest:
-    """A request as the endpoint normalises it before hashing (without the index)."""
-    return NormalizedRequest.from_request(BuildRequest.model_validate(request))
-
-
-def ref_of(w: World, key: str) -> str | None:
-    """The backend reference the queue keeps for ``key`` (None while it has no row)."""
-    row = w.dispatcher.queue.get(key)
-    return None if row is None else row.backend_ref
 
 
 def test_cancelled_run_without_a_report_is_500(world: Callable[..., World]) -> None:
