@@ -5,9 +5,11 @@ Two threads share the durable queue with the endpoint:
 - the *dispatcher* claims queued requests. For each it first reads the release
   ``build-<hash>``: a complete one (it has ``build.json``) is mirrored into the
   local store and the request is done without a run. Otherwise it dispatches
-  the workflow with two inputs, ``hash`` and ``request`` (the normalised
-  request as compact JSON: data, never code), and records the run's id in the
-  queue (``backend_ref``), so a restarted endpoint follows the same run;
+  the workflow with three inputs, ``hash``, ``request`` (the normalised
+  request as compact JSON: data, never code) and ``store``, and records the
+  run's id in the queue (``backend_ref``), so a restarted endpoint follows the
+  same run. With ``github.store: endpoint`` there is no release to read first:
+  the local store, checked before the request was queued, is the truth;
 - the *follower* polls the runs in flight, at most once per ``poll_interval``
   with one listing of the workflow's recent runs: a queued run answers 202
   ``init``, a running one 202 ``building_image``; a finished one is read from
@@ -16,7 +18,10 @@ Two threads share the durable queue with the endpoint:
   was cancelled becomes a 500 naming the run, with the detail and output
   tails of the ``status.json`` the build job handed on in the run's artifact
   ``store-<hash>`` when there is one. A failure publishes no release: the tag
-  ``build-<hash>`` stays free for the retry that succeeds.
+  ``build-<hash>`` stays free for the retry that succeeds. With
+  ``github.store: endpoint`` a successful run is read from its artifact
+  ``attested-<hash>`` instead, which :mod:`asu_ci.publish.artifacts` checks and
+  moves into ``store/<hash>/``.
 
 One request, at most one run. The dispatch POST is never repeated blindly
 (the PyGithub client retries GET only). When its answer is lost (a timeout, a

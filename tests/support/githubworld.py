@@ -244,17 +244,7 @@ class World:
         self.fake.complete_run(run.id, "success")
 
     def attest(self) -> str:
-        """What actions/attest-build-provenance does: one POST; the attestation's URL."""
-        repo = self.settings.github.repository
-        bundle = {"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}
-        with Session(timeout=(2.0, 2.0), retries=0) as http:
-            made = http.post(
-                f"{self.fake.base_url}/repos/{repo}/attestations",
-                json={"bundle": bundle},
-                headers={"Authorization": f"Bearer {self.fake.token}"},
-            )
-        assert made.status_code == 201, made.text
-        return f"https://github.com/{repo}/attestations/{made.json()['id']}"
+        return attest(self.fake, self.fake.token)
 
     def workflow_fails(self, run: FakeRun) -> None:
         """The on_dispatch hook of a failed build: the report goes into the run's artifact."""
@@ -299,6 +289,21 @@ def world(
     for dispatcher, client in started:
         dispatcher.stop()
         client.__exit__(None, None, None)
+
+
+def attest(fake: FakeGitHub, token: str) -> str:
+    """What actions/attest-build-provenance does with the workflow's token: one POST of
+    a Sigstore bundle. Returns the attestation's URL."""
+    repo = fake.repo_full_name
+    bundle = {"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}
+    with Session(timeout=(2.0, 2.0), retries=0) as http:
+        made = http.post(
+            f"{fake.base_url}/repos/{repo}/attestations",
+            json={"bundle": bundle},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert made.status_code == 201, made.text
+    return f"https://github.com/{repo}/attestations/{made.json()['id']}"
 
 
 def normalized_of(request: dict[str, Any]) -> NormalizedRequest:
