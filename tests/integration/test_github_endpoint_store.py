@@ -64,6 +64,9 @@ def test_a_build_is_kept_by_the_endpoint_without_a_release(world: Callable[..., 
     image = w.client.get(f"/store/{key}/{IMAGE}")
     assert (image.status_code, image.content) == (200, image_bytes(key))
     assert len(w.fake.requests) == before
+    unknown = w.client.get(f"/store/{key}/nothing.bin")
+    assert unknown.status_code == 404
+    assert len(w.fake.requests) == before  # never asked: no releases in this mode
     row = w.dispatcher.queue.get(key)
     assert row is not None and row.state == "done"
     # A later identical request is answered from the store: no second run.

@@ -18,6 +18,7 @@ import yaml
 from asu_ci.build.matrix import MAX_MATRIX_JOBS, matrix
 from asu_ci.config import GitHub
 from asu_ci.dispatch.github import RUN_NAME, dispatch_inputs
+from asu_ci.publish.artifacts import ATTESTED_PREFIX
 from asu_ci.upstream.metadata import VERSIONS_FILE
 from tests.support.fakegithub import render_run_name
 from tests.support.tools import require, require_file
@@ -119,6 +120,16 @@ def test_the_job_that_runs_make_holds_no_write_token() -> None:
     # the name and path use the hash only after the first step checked it
     assert hand_over["with"]["name"] == "store-${{ steps.hash.outputs.value }}"
     assert hand_over["with"]["path"] == "asu-ci-data/public/store/${{ steps.hash.outputs.value }}"
+    # A day for images on their way to the publish job, a week for a failure's report.
+    assert hand_over["with"]["retention-days"] == "${{ job.status == 'success' && 1 || 7 }}"
+    (attested,) = [s for s in publish["steps"] if "upload-artifact" in str(s.get("uses", ""))]
+    assert attested["if"] == "inputs.store == 'endpoint'"
+    assert attested["with"]["name"] == f"{ATTESTED_PREFIX}${{{{ steps.hash.outputs.value }}}}"
+    names = [step["name"] for step in publish["steps"]]
+    # Handed over only after the images were checked and attested.
+    assert names.index("Hand the checked images to the endpoint") > names.index(
+        "Name the attestation in build.json"
+    )
 
 
 def test_build_workflow_contract() -> None:
