@@ -8,8 +8,7 @@ Two threads share the durable queue with the endpoint:
   the workflow with three inputs, ``hash``, ``request`` (the normalised
   request as compact JSON: data, never code) and ``store``, and records the
   run's id in the queue (``backend_ref``), so a restarted endpoint follows the
-  same run. With ``github.store: endpoint`` there is no release to read first:
-  the local store, checked before the request was queued, is the truth;
+  same run (with ``github.store: endpoint`` too: prebuilds are releases);
 - the *follower* polls the runs in flight, at most once per ``poll_interval``
   with one listing of the workflow's recent runs: a queued run answers 202
   ``init``, a running one 202 ``building_image``; a finished one is read from
@@ -390,8 +389,9 @@ class GitHubDispatcher:
         return job
 
     def _start(self, link: _Link, job: _Job) -> None:
-        # With the endpoint as the store, the local store (checked before queueing) is the truth.
-        build = None if self._endpoint_store else link.releases.build(job.hash)
+        # A release is read in both stores: prebuild.yml publishes the operator's list as
+        # releases, whichever store on-demand builds use.
+        build = link.releases.build(job.hash)
         if build is not None:
             log.info("%s is published already: mirrored, not built", job.hash)
             self._mirror(job, build)

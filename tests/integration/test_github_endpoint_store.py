@@ -16,11 +16,19 @@ from pathlib import Path
 
 import pytest
 
+from asu_ci.identity.hashing import request_hash
 from asu_ci.publish.artifacts import unpack
 from asu_ci.publish.releases import PublishError
 from tests.support import fakegithub, githubworld
 from tests.support.fakegithub import CONTENT_METHODS
-from tests.support.githubworld import IMAGE, World, image_bytes
+from tests.support.githubworld import (
+    IMAGE,
+    World,
+    build_body,
+    image_bytes,
+    normalized_of,
+    request_body,
+)
 
 fake_github = fakegithub.fake_github
 world = githubworld.world
@@ -38,9 +46,9 @@ def test_a_build_is_kept_by_the_endpoint_without_a_release(world: Callable[..., 
 
     (dispatch,) = w.dispatches()
     assert dispatch.json["inputs"]["store"] == "endpoint"
-    # No release, no tag, no release look-up: the endpoint's store is the truth.
+    # No release and no tag: the endpoint's store is the build's home.
     assert w.fake.releases == []
-    assert w.fake.find_requests(None, r"/releases") == []
+    assert w.fake.find_requests("POST", r"/releases") == []
     # Content-creating requests of the whole build: the endpoint's dispatch and the
     # workflow's attestation (no draft, no uploads, no publishing).
     created = [r for r in w.fake.requests if r.method in CONTENT_METHODS]
@@ -64,14 +72,29 @@ def test_a_build_is_kept_by_the_endpoint_without_a_release(world: Callable[..., 
     image = w.client.get(f"/store/{key}/{IMAGE}")
     assert (image.status_code, image.content) == (200, image_bytes(key))
     assert len(w.fake.requests) == before
-    unknown = w.client.get(f"/store/{key}/nothing.bin")
-    assert unknown.status_code == 404
-    assert len(w.fake.requests) == before  # never asked: no releases in this mode
+    assert w.client.get(f"/store/{key}/nothing.bin").status_code == 404
     row = w.dispatcher.queue.get(key)
     assert row is not None and row.state == "done"
     # A later identical request is answered from the store: no second run.
     assert w.post().status_code == 200
     assert len(w.dispatches()) == 1
+
+
+def test_a_prebuilt_release_is_used_without_a_run(
+    fake_github: fakegithub.FakeGitHub, world: Callable[..., World]
+) -> None:
+    # prebuild.yml publishes the operator's list as releases, whatever github.store says.
+    key = request_hash(normalized_of(request_body()))
+    body = build_body(key, normalized_of(request_body()).to_json())
+    fake_github.publish_release(
+        f"build-{key}", {IMAGE: image_bytes(key), "build.json": json.dumps(body).encode()}
+    )
+    w = world(github=ENDPOINT)
+    assert w.post().json()["request_hash"] == key
+    assert w.wait_status(key, 200).json() == body
+    assert w.dispatches() == []
+    image = w.client.get(f"/store/{key}/{IMAGE}")
+    assert (image.status_code, image.content) == (200, image_bytes(key))
 
 
 def _flip_image(files: dict[str, bytes]) -> None:

@@ -43,11 +43,10 @@ def overview_old(request: Request) -> dict[str, Any]:
 
 
 def mount_public(app: FastAPI, settings: Settings, store: LocalStore, queue: Queue) -> None:
-    """Serve the rendered tree at ``/``; with the GitHub backend keeping builds in
-    releases, store files that are not on this machine come from their release
-    (with ``github.store: endpoint`` every build is here). Mount it last: it takes
-    every path no route took."""
-    if settings.backend == "github" and settings.github.store == "releases":
+    """Serve the rendered tree at ``/``; with the GitHub backend, store files that
+    are not on this machine come from their release (prebuilds are releases with
+    either ``github.store``). Mount it last: it takes every path no route took."""
+    if settings.backend == "github":
         _serve_release_assets(app, settings, store, queue)
     app.mount("/", StaticFiles(directory=settings.public_dir, html=True), name="public")
 
