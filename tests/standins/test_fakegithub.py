@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +303,36 @@ def test_release_listing_stops_at_1000_like_github(fake_github: FakeGitHub) -> N
     page = _raw(fake_github, "GET", f"/repos/{fake_github.repo_full_name}/releases?per_page=30")
     assert page.status_code == 200 and len(page.json()) == 30
     assert 'rel="next"' in page.headers["Link"]
+
+
+def test_drafts_are_listed_to_push_access_with_their_age_and_deleted(
+    fake_github: FakeGitHub,
+) -> None:
+    hours_ago = datetime.now(UTC) - timedelta(hours=5)
+    old = fake_github.create_release("build-" + HASH_A, draft=True, created_at=hours_ago)
+    young = fake_github.create_release("build-" + HASH_A, draft=True)
+    published = fake_github.create_release("build-" + HASH_B)
+    repo = _repo(fake_github)
+    listed = repo.get_releases().get_page(0)
+    assert [(r.id, r.draft) for r in listed] == [
+        (published.id, False),
+        (young.id, True),
+        (old.id, True),
+    ]
+    assert listed[2].created_at == hours_ago.replace(microsecond=0)
+    assert listed[1].created_at > hours_ago + timedelta(hours=4)
+    # A token that cannot push sees the published releases only, as on GitHub.
+    fake_github.permissions = {fakegithub.DEFAULT_LOGIN: {"contents:read"}}
+    assert [r.id for r in repo.get_releases().get_page(0)] == [published.id]
+    with pytest.raises(github.GithubException) as err:
+        listed[2].delete_release()
+    assert err.value.status == 403
+    fake_github.permissions = {fakegithub.DEFAULT_LOGIN: {"contents:write"}}
+    assert len(repo.get_releases().get_page(0)) == 3
+    listed[2].delete_release()  # a draft is deleted with its id
+    assert [r.id for r in fake_github.releases] == [young.id, published.id]
+    with pytest.raises(github.UnknownObjectException):
+        listed[2].delete_release()
 
 
 def test_tags_are_listed_by_prefix_and_outlive_their_release(fake_github: FakeGitHub) -> None:

@@ -27,9 +27,12 @@ Behaviour kept from GitHub on purpose:
   the bytes with a Content-Length.
 * A run's ``name`` and ``display_title`` are the workflow's ``run-name``
   rendered from the dispatch inputs (the workflow's name when it has none).
-* ``GET /releases`` lists the first 1,000 releases only: the page past them
-  answers 422 "Only the first 1000 results are available." (its Link header
-  still offers it, so a client that walks every page fails there).
+* ``GET /releases`` lists the first 1,000 releases only, newest first: the
+  page past them answers 422 "Only the first 1000 results are available."
+  (its Link header still offers it, so a client that walks every page fails
+  there).  Drafts are in it only for a token with push access: with
+  ``permissions`` set, one holding ``contents:write``.
+* ``DELETE /releases/{id}`` removes a release (a draft too) with its assets.
 * Dispatching a workflow that is disabled (``disabled_fork``: scheduled
   workflows of a fresh fork; ``disabled_inactivity``: 60 days without
   activity) or has no ``workflow_dispatch`` trigger answers 422 with GitHub's
@@ -1298,17 +1301,24 @@ class FakeGitHub:
         draft: bool = False,
         prerelease: bool = False,
         repo: str | None = None,
+        created_at: datetime | None = None,
     ) -> FakeRelease:
-        """Create a release directly (no HTTP); raises ValueError where GitHub answers 422."""
+        """Create a release directly (no HTTP); raises ValueError where GitHub answers 422.
+
+        ``created_at``: when it was made (default now), e.g. a draft an
+        interrupted job left hours ago.
+        """
         with self._cond:
             r = self._repo(repo)
             if not draft and self._published_by_tag(r.full_name, tag):
                 raise ValueError(f"a published release for {tag!r} already exists")
-            return self._copy_release(
-                self._new_release(
-                    r, tag, r.default_branch, name, body, draft, prerelease, DEFAULT_LOGIN
-                )
+            rel = self._new_release(
+                r, tag, r.default_branch, name, body, draft, prerelease, DEFAULT_LOGIN
             )
+            if created_at is not None:
+                rel.created_at = rel.updated_at = created_at
+                rel.published_at = None if draft else created_at
+            return self._copy_release(rel)
 
     def add_asset(
         self,
@@ -2313,12 +2323,23 @@ class FakeGitHub:
     def _h_list_releases(self, ctx: _Ctx) -> _Response:
         with self._cond:
             r = self._ctx_repo(ctx)
+            drafts = self._can_push(ctx.login)
             rels = sorted(
-                (rel for rel in self._releases.values() if rel.repo == r.full_name),
+                (
+                    rel
+                    for rel in self._releases.values()
+                    if rel.repo == r.full_name and (drafts or not rel.draft)
+                ),
                 key=lambda x: x.id,
                 reverse=True,
             )
             return self._page(ctx, rels, None, limit=LIST_LIMIT, render=self._release_json)
+
+    def _can_push(self, login: str | None) -> bool:
+        """Whether a token sees drafts: push access (every token when ``permissions`` is None)."""
+        if self.permissions is None:
+            return True
+        return login is not None and "contents:write" in self.permissions.get(login, set())
 
     def _h_matching_refs(self, ctx: _Ctx) -> _Response:
         prefix = "refs/" + urllib.parse.unquote(ctx.groups[2])
