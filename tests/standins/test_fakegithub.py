@@ -443,6 +443,19 @@ def test_fail_next_500_on_dispatch(fake_github: FakeGitHub) -> None:
     assert len(fake_github.runs) == 1
 
 
+def test_fail_next_skip_lets_the_first_requests_through(fake_github: FakeGitHub) -> None:
+    release = _repo(fake_github).create_git_release("build-z", "build", "", draft=True)
+    fake_github.fail_next("POST", r"/assets$", status=500, times=2, skip=2)
+    statuses = [_upload_status(fake_github, release.id, f"f{n}") for n in range(5)]
+    assert statuses == [201, 201, 500, 500, 201]
+    assert [a.name for a in fake_github.assets_of(release.id)] == ["f0", "f1", "f4"]
+
+
+def _upload_status(fake: FakeGitHub, release_id: int, name: str) -> int:
+    path = f"/uploads/repos/{fake.repo_full_name}/releases/{release_id}/assets"
+    return _raw(fake, "POST", path, params={"name": name}, data=b"x").status_code
+
+
 def test_fail_next_apply_does_the_work_then_fails(fake_github: FakeGitHub) -> None:
     workflow = _repo(fake_github).get_workflow("build.yml")
     fake_github.fail_next("POST", r"/dispatches$", status=502, apply=True)

@@ -321,6 +321,8 @@ class _Rule:
     reset_in: float = 1.0
     mode: str = "drop"
     delay: float = 3.0
+    #: Matching requests let through before the rule starts.
+    skip: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method != method:
@@ -1004,6 +1006,7 @@ class FakeGitHub:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
         apply: bool = False,
+        skip: int = 0,
     ) -> None:
         """Answer the next ``times`` matching requests with ``status``.
 
@@ -1011,7 +1014,8 @@ class FakeGitHub:
         query; ``method`` None matches any method.  With ``apply=False`` the
         request has no effect; with ``apply=True`` it takes effect (a run is
         created, an asset stored) and the client still gets the error, as when
-        GitHub answers 502 after doing the work.
+        GitHub answers 502 after doing the work.  ``skip``: the first ``skip``
+        matching requests are served as usual (a failure mid-way through uploads).
         """
         message = {500: "Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
         self._add_rule(
@@ -1024,6 +1028,7 @@ class FakeGitHub:
                 body=body if body is not None else {"message": message.get(status, "Error")},
                 headers=dict(headers or {}),
                 apply=apply,
+                skip=skip,
             )
         )
 
@@ -1113,6 +1118,9 @@ class FakeGitHub:
         with self._cond:
             for rule in self._rules:
                 if rule.kind in kinds and rule.matches(method, path):
+                    if rule.skip > 0:
+                        rule.skip -= 1
+                        continue
                     rule.times -= 1
                     if rule.times <= 0:
                         self._rules.remove(rule)
