@@ -634,15 +634,17 @@ def release_prune_drafts(
     --older-than. Published releases and other drafts are never touched.
     Needs a token that can push (contents: write).
     """
-    from datetime import timedelta
+    from datetime import datetime, timedelta
 
     from asu_ci.publish.releases import LISTED_PAGES, PAGE_SIZE, ReleasesStore, prune_drafts
 
     settings = ctx.obj.settings()
-    verb = "would delete" if dry_run else "deleted"
 
-    def say(tag: str, ident: int, created: object) -> None:
-        typer.echo(f"{tag} (draft {ident}, created {created}): {verb}")
+    def say(tag: str, ident: int, created: datetime) -> None:
+        when = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+        typer.echo(
+            f"{tag} (draft {ident}, created {when}): {'would delete' if dry_run else 'deleted'}"
+        )
 
     releases = ReleasesStore(settings.github, attempts=5)
     try:
@@ -657,10 +659,10 @@ def release_prune_drafts(
             "releases, so older drafts are not seen",
             err=True,
         )
+    done = "to delete (--dry-run: none deleted)" if dry_run else "deleted"
     typer.echo(
-        f"release prune-drafts: {len(sweep.old)} draft(s) {verb}, {sweep.young} younger than "
+        f"release prune-drafts: {len(sweep.old)} draft(s) {done}, {sweep.young} younger than "
         f"{older_than} min kept, {sweep.listed} release(s) listed in {settings.github.repository}"
-        + (" (--dry-run)" if dry_run else "")
     )
 
 
