@@ -790,7 +790,6 @@ def prune_drafts(
     *,
     older_than: timedelta,
     dry_run: bool = False,
-    now: datetime | None = None,
     on_draft: Callable[[str, int, datetime], None] | None = None,
 ) -> DraftSweep:
     """Delete drafts ``build-<hash>`` created more than ``older_than`` ago.
@@ -802,7 +801,7 @@ def prune_drafts(
     once it is deleted (dry: once it is found). A failure on GitHub's side
     is a :class:`PublishError`.
     """
-    clock = now or datetime.now(UTC)
+    clock = datetime.now(UTC)
     sweep = DraftSweep()
     old: list[GitRelease] = []
     try:
