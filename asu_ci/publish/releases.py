@@ -497,12 +497,12 @@ class ReleasesStore:
         return self._retrying(f"creating release {tag}", create)
 
     def _publish_draft(self, request_hash: str, draft: GitRelease) -> None:
-        """Publish a complete draft; when the tag is published already, drop ours.
+        """Publish a complete draft; when another job published the tag first, drop ours.
 
         A 422 ``already_exists``: another job published the tag from its own
-        draft. Any other 422 while the tag has a published release: another
-        job resuming this same draft published it first (GitHub refuses to
-        edit a published immutable release).
+        draft. Another 422 when the tag's published release is this very
+        draft: a job carrying on with the same draft published it first
+        (GitHub refuses to edit a published immutable release).
         """
 
         def publish() -> None:
@@ -516,18 +516,20 @@ class ReleasesStore:
                         make_latest="false",
                     )
             except github.GithubException as exc:
-                if exc.status != 422:
-                    raise
-                winner = self.release(request_hash)
-                if winner is None:
-                    raise
-                if winner.id == draft.id:
+                if not already_exists(exc):
+                    if exc.status != 422 or not self._published(request_hash, draft):
+                        raise
                     return
                 log.info("%s was published by another job: its draft is deleted", draft.tag_name)
                 with self._lock:
                     draft.delete_release()
 
         self._retrying(f"publishing release {draft.tag_name}", publish)
+
+    def _published(self, request_hash: str, draft: GitRelease) -> bool:
+        """Whether the request's published release is ``draft`` itself."""
+        found = self.release(request_hash)
+        return found is not None and found.id == draft.id
 
     def _drop_leftovers(self, leftovers: list[GitRelease]) -> None:
         """Delete other drafts of a tag just published; a failure here is for prune-drafts."""
