@@ -611,6 +611,61 @@ def release_verify(
     typer.echo(f"release verify: {count} image(s) of {checked} match build.json")
 
 
+@release_app.command("prune-drafts")
+def release_prune_drafts(
+    ctx: typer.Context,
+    older_than: Annotated[
+        int,
+        typer.Option(
+            "--older-than",
+            metavar="MINUTES",
+            min=1,
+            help="Only drafts created longer ago than this (a publish job times out after 30).",
+        ),
+    ] = 120,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say which drafts would go; delete nothing.")
+    ] = False,
+) -> None:
+    """Delete draft releases build-<hash> that interrupted publish jobs left.
+
+    Reads the releases newest first (at most 10 pages of 100: GitHub lists
+    the first 1,000 only) and deletes each draft of a build tag older than
+    --older-than. Published releases and other drafts are never touched.
+    Needs a token that can push (contents: write).
+    """
+    from datetime import datetime, timedelta
+
+    from asu_ci.publish.releases import LISTED_PAGES, PAGE_SIZE, ReleasesStore, prune_drafts
+
+    settings = ctx.obj.settings()
+
+    def say(tag: str, ident: int, created: datetime) -> None:
+        when = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+        typer.echo(
+            f"{tag} (draft {ident}, created {when}): {'would delete' if dry_run else 'deleted'}"
+        )
+
+    releases = ReleasesStore(settings.github, attempts=5)
+    try:
+        sweep = prune_drafts(
+            releases, older_than=timedelta(minutes=older_than), dry_run=dry_run, on_draft=say
+        )
+    finally:
+        releases.close()
+    if sweep.cut_off:
+        typer.echo(
+            f"stopped after {LISTED_PAGES} pages of {PAGE_SIZE}: GitHub lists no older "
+            "releases, so older drafts are not seen",
+            err=True,
+        )
+    done = "to delete (--dry-run: none deleted)" if dry_run else "deleted"
+    typer.echo(
+        f"release prune-drafts: {len(sweep.old)} draft(s) {done}, {sweep.young} younger than "
+        f"{older_than} min kept, {sweep.listed} release(s) listed in {settings.github.repository}"
+    )
+
+
 @release_app.command("pull")
 def release_pull(
     ctx: typer.Context,

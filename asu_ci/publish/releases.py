@@ -14,8 +14,17 @@ on one hash never duplicate anything:
   refuses uploads to a published release and burns its tag, so nothing is
   added after publishing. Publishing answers 422 ``already_exists`` when
   another job published the tag first: that release is used and the draft
-  deleted. A draft left by an interrupted job is not found again (GitHub
-  finds releases by tag only once published); it is garbage, not an error;
+  deleted;
+- a job that dies after making its draft (cancelled, timed out, runner lost)
+  leaves it behind, and GitHub's lookup by tag never shows a draft. So before
+  making one, the store reads the newest page of the release listing (one
+  request; a token that can push sees drafts there) and carries on with the
+  newest draft of the tag: what is uploaded already is kept, the rest is
+  uploaded, then it is published. Other drafts of the tag on that page are
+  deleted once it is published. Drafts nobody comes back for (the build was
+  never retried, or the listing has moved past them) are removed by
+  :func:`prune_drafts` (``asu-ci release prune-drafts``), which leaves any
+  draft younger than a publish job's lifetime alone;
 - a failed build publishes nothing: a release would take the tag, and with
   immutable releases no retry could ever publish there. Its report reaches
   the endpoint as the run's artifact (:meth:`ReleasesStore.run_report`);
@@ -52,7 +61,8 @@ import threading
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -67,11 +77,13 @@ from asu_ci import fsutil
 from asu_ci.config import GitHub
 from asu_ci.errors import AsuCiError, UsageError
 from asu_ci.github import (
+    ERRORS,
     ContentPace,
     Pace,
     already_exists,
     api_error,
     connect,
+    describe,
     repository_name,
     retrying,
     token_from_env,
@@ -93,6 +105,10 @@ MAX_JSON_BYTES = 16 << 20
 CHUNK = 1 << 16
 #: Asset names as ``asu-ci build`` writes them (and GitHub keeps unchanged).
 ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
+#: Releases per page of the listing (GitHub's most) and the pages it serves at all:
+#: past the first 1,000 releases it answers 422.
+PAGE_SIZE = 100
+LISTED_PAGES = 10
 
 T = TypeVar("T")
 
@@ -266,6 +282,37 @@ class ReleasesStore:
             return [name for name in names if is_request_hash(name)]
 
         return self._retrying("listing the build tags", listing)
+
+    def release_page(self, page: int) -> list[GitRelease]:
+        """One page of the release listing, newest first (``page`` counts from 0).
+
+        Drafts are in it for a token that can push (``contents: write``).
+        """
+
+        def listing() -> list[GitRelease]:
+            with self._lock:
+                return list(self.repo.get_releases().get_page(page))
+
+        return self._retrying(f"listing releases (page {page + 1})", listing)
+
+    def drafts(self, request_hash: str) -> list[GitRelease]:
+        """Drafts of the request's tag among the newest releases, newest first (one request)."""
+        tag = tag_of(request_hash)
+        return [r for r in self.release_page(0) if r.draft and r.tag_name == tag]
+
+    def delete_draft(self, draft: GitRelease) -> None:
+        """Delete a draft release with its assets (one gone already is fine)."""
+        if not draft.draft:
+            raise PublishError(f"release {draft.id} ({draft.tag_name}) is published, not a draft")
+
+        def delete() -> None:
+            try:
+                with self._lock:
+                    draft.delete_release()
+            except github.UnknownObjectException:
+                pass  # gone already: what we wanted
+
+        self._retrying(f"deleting draft {draft.id} of {draft.tag_name}", delete)
 
     def download_url(self, request_hash: str, name: str) -> str:
         """An asset's public download URL (``browser_download_url``), made without a request.
@@ -480,7 +527,13 @@ class ReleasesStore:
         return self._retrying(f"creating release {tag}", create)
 
     def _publish_draft(self, request_hash: str, draft: GitRelease) -> None:
-        """Publish a complete draft; when another job published the tag first, drop ours."""
+        """Publish a complete draft; when another job published the tag first, drop ours.
+
+        A 422 ``already_exists``: another job published the tag from its own
+        draft. Another 422 when the tag's published release is this very
+        draft: a job carrying on with the same draft published it first
+        (GitHub refuses to edit a published immutable release).
+        """
 
         def publish() -> None:
             try:
@@ -494,24 +547,57 @@ class ReleasesStore:
                     )
             except github.GithubException as exc:
                 if not already_exists(exc):
-                    raise
+                    if exc.status != 422 or not self._published(request_hash, draft):
+                        raise
+                    return
                 log.info("%s was published by another job: its draft is deleted", draft.tag_name)
                 with self._lock:
                     draft.delete_release()
 
         self._retrying(f"publishing release {draft.tag_name}", publish)
 
+    def _published(self, request_hash: str, draft: GitRelease) -> bool:
+        """Whether the request's published release is ``draft`` itself."""
+        found = self.release(request_hash)
+        return found is not None and found.id == draft.id
+
+    def _drop_leftovers(self, leftovers: list[GitRelease]) -> None:
+        """Delete other drafts of a tag just published; a failure here is for prune-drafts."""
+        for draft in leftovers:
+            try:
+                self.delete_draft(draft)
+            except ERRORS as exc:
+                log.warning(
+                    "draft %s of %s stays (asu-ci release prune-drafts removes it): %s",
+                    draft.id,
+                    draft.tag_name,
+                    describe(exc),
+                )
+            else:
+                log.info("deleted draft %s of %s, left by an earlier job", draft.id, draft.tag_name)
+
     def publish(self, request_hash: str, files: Path, build: dict[str, Any]) -> None:
-        """Upload every file of ``files``, then ``build.json``, then ``status.json``."""
+        """Upload every file of ``files``, then ``build.json``, then ``status.json``.
+
+        Carries on with a draft an interrupted job left for the tag; makes a
+        new draft only when there is none.
+        """
         if build.get("request_hash") != request_hash:
             raise PublishError(f"build.json in {files} is not about request {request_hash}")
         release = self.release(request_hash)
+        leftovers: list[GitRelease] = []
         if release is None:
-            release = self.ensure_release(request_hash, draft=True)
-            existing: dict[str, Asset] = {} if release.draft else self._assets_of(release)
+            found = self.drafts(request_hash)
+            if found:
+                release, leftovers = found[0], found[1:]
+                existing = {a.name: _asset(a) for a in release.assets}
+                log.info("carrying on with draft %s of %s", release.id, release.tag_name)
+            else:
+                release = self.ensure_release(request_hash, draft=True)
+                existing = {} if release.draft else self._assets_of(release)
         else:
             existing = self._assets_of(release)
-        if _uploaded(existing.get(BUILD_FILE)):
+        if not release.draft and _uploaded(existing.get(BUILD_FILE)):
             log.info("release %s is complete already", release.tag_name)
             return
         for path in sorted(files.iterdir()):
@@ -523,9 +609,10 @@ class ReleasesStore:
             self._upload(release, existing, name, path)
         payload = fsutil.dumps(build)
         self._upload(release, existing, BUILD_FILE, payload)
-        self._replace(release, existing, STATUS_FILE, payload)
+        self._upload(release, existing, STATUS_FILE, payload)
         if release.draft:
             self._publish_draft(request_hash, release)
+            self._drop_leftovers(leftovers)
         with self._lock:
             self._complete.pop(request_hash, None)
 
@@ -725,6 +812,69 @@ def publish_folder(releases: ReleasesStore, local: LocalStore, request_hash: str
         f"nothing to publish for {request_hash}: {local.folder(request_hash)} has neither "
         "build.json nor a failed status.json (did the build run with this request?)"
     )
+
+
+@dataclass
+class DraftSweep:
+    """What :func:`prune_drafts` saw: old drafts of build tags, and how much it looked at."""
+
+    #: (tag, release id, created_at) of each draft deleted (or, dry, to delete), newest first.
+    old: list[tuple[str, int, datetime]] = field(default_factory=list)
+    #: Drafts of build tags too young to touch: a publish job may still be at them.
+    young: int = 0
+    #: Releases listed (drafts and published).
+    listed: int = 0
+    #: True when the listing went on past the pages GitHub serves (the first 1,000 releases).
+    cut_off: bool = False
+
+
+def prune_drafts(
+    releases: ReleasesStore,
+    *,
+    older_than: timedelta,
+    dry_run: bool = False,
+    on_draft: Callable[[str, int, datetime], None] | None = None,
+) -> DraftSweep:
+    """Delete drafts ``build-<hash>`` created more than ``older_than`` ago.
+
+    Reads the release listing newest first, at most :data:`LISTED_PAGES`
+    pages of :data:`PAGE_SIZE` (all GitHub serves), before deleting anything
+    (a deletion moves the later pages up). Published releases and drafts of
+    any other tag are never touched. ``on_draft`` hears of each old draft
+    once it is deleted (dry: once it is found). A failure on GitHub's side
+    is a :class:`PublishError`.
+    """
+    clock = datetime.now(UTC)
+    sweep = DraftSweep()
+    old: list[GitRelease] = []
+    try:
+        for page in range(LISTED_PAGES):
+            listed = releases.release_page(page)
+            sweep.listed += len(listed)
+            for release in listed:
+                if not release.draft or not _build_tag(release.tag_name):
+                    continue
+                if clock - release.created_at < older_than:
+                    sweep.young += 1
+                else:
+                    old.append(release)
+            if len(listed) < PAGE_SIZE:
+                break
+        else:
+            sweep.cut_off = True
+        for release in old:
+            if not dry_run:
+                releases.delete_draft(release)
+            sweep.old.append((release.tag_name, release.id, release.created_at))
+            if on_draft is not None:
+                on_draft(release.tag_name, release.id, release.created_at)
+    except ERRORS as exc:
+        raise PublishError(f"sweeping drafts: {describe(exc)}") from exc
+    return sweep
+
+
+def _build_tag(tag: str) -> bool:
+    return tag.startswith(TAG_PREFIX) and is_request_hash(tag[len(TAG_PREFIX) :])
 
 
 def pull(releases: ReleasesStore, local: LocalStore, request_hash: str) -> bool:

@@ -84,7 +84,8 @@ def test_write_permissions_only_where_needed() -> None:
                 if level == "write":
                     writes.setdefault(scope, set()).add(f"{path.stem}.{job_id}")
     assert writes == {
-        "contents": {"build.publish", "prebuild.build"},  # they publish releases
+        # they publish releases; pages.drafts deletes drafts interrupted jobs left
+        "contents": {"build.publish", "prebuild.build", "pages.drafts"},
         "pages": {"pages.deploy"},
         "id-token": {"pages.deploy", "build.publish"},  # build.publish signs attestations
         "attestations": {"build.publish"},

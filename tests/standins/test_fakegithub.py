@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +305,36 @@ def test_release_listing_stops_at_1000_like_github(fake_github: FakeGitHub) -> N
     assert 'rel="next"' in page.headers["Link"]
 
 
+def test_drafts_are_listed_to_push_access_with_their_age_and_deleted(
+    fake_github: FakeGitHub,
+) -> None:
+    hours_ago = datetime.now(UTC) - timedelta(hours=5)
+    old = fake_github.create_release("build-" + HASH_A, draft=True, created_at=hours_ago)
+    young = fake_github.create_release("build-" + HASH_A, draft=True)
+    published = fake_github.create_release("build-" + HASH_B)
+    repo = _repo(fake_github)
+    listed = repo.get_releases().get_page(0)
+    assert [(r.id, r.draft) for r in listed] == [
+        (published.id, False),
+        (young.id, True),
+        (old.id, True),
+    ]
+    assert listed[2].created_at == hours_ago.replace(microsecond=0)
+    assert listed[1].created_at > hours_ago + timedelta(hours=4)
+    # A token that cannot push sees the published releases only, as on GitHub.
+    fake_github.permissions = {fakegithub.DEFAULT_LOGIN: {"contents:read"}}
+    assert [r.id for r in repo.get_releases().get_page(0)] == [published.id]
+    with pytest.raises(github.GithubException) as err:
+        listed[2].delete_release()
+    assert err.value.status == 403
+    fake_github.permissions = {fakegithub.DEFAULT_LOGIN: {"contents:write"}}
+    assert len(repo.get_releases().get_page(0)) == 3
+    listed[2].delete_release()  # a draft is deleted with its id
+    assert [r.id for r in fake_github.releases] == [young.id, published.id]
+    with pytest.raises(github.UnknownObjectException):
+        listed[2].delete_release()
+
+
 def test_tags_are_listed_by_prefix_and_outlive_their_release(fake_github: FakeGitHub) -> None:
     for n in range(1001):
         fake_github.create_release(f"build-{n:064x}")
@@ -411,6 +441,19 @@ def test_fail_next_500_on_dispatch(fake_github: FakeGitHub) -> None:
     assert fake_github.runs == []
     assert workflow.create_dispatch("main", {"hash": HASH_A}, throw=True) is True
     assert len(fake_github.runs) == 1
+
+
+def test_fail_next_skip_lets_the_first_requests_through(fake_github: FakeGitHub) -> None:
+    release = _repo(fake_github).create_git_release("build-z", "build", "", draft=True)
+    fake_github.fail_next("POST", r"/assets$", status=500, times=2, skip=2)
+    statuses = [_upload_status(fake_github, release.id, f"f{n}") for n in range(5)]
+    assert statuses == [201, 201, 500, 500, 201]
+    assert [a.name for a in fake_github.assets_of(release.id)] == ["f0", "f1", "f4"]
+
+
+def _upload_status(fake: FakeGitHub, release_id: int, name: str) -> int:
+    path = f"/uploads/repos/{fake.repo_full_name}/releases/{release_id}/assets"
+    return _raw(fake, "POST", path, params={"name": name}, data=b"x").status_code
 
 
 def test_fail_next_apply_does_the_work_then_fails(fake_github: FakeGitHub) -> None:

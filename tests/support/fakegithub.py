@@ -27,9 +27,12 @@ Behaviour kept from GitHub on purpose:
   the bytes with a Content-Length.
 * A run's ``name`` and ``display_title`` are the workflow's ``run-name``
   rendered from the dispatch inputs (the workflow's name when it has none).
-* ``GET /releases`` lists the first 1,000 releases only: the page past them
-  answers 422 "Only the first 1000 results are available." (its Link header
-  still offers it, so a client that walks every page fails there).
+* ``GET /releases`` lists the first 1,000 releases only, newest first: the
+  page past them answers 422 "Only the first 1000 results are available."
+  (its Link header still offers it, so a client that walks every page fails
+  there).  Drafts are in it only for a token with push access: with
+  ``permissions`` set, one holding ``contents:write``.
+* ``DELETE /releases/{id}`` removes a release (a draft too) with its assets.
 * Dispatching a workflow that is disabled (``disabled_fork``: scheduled
   workflows of a fresh fork; ``disabled_inactivity``: 60 days without
   activity) or has no ``workflow_dispatch`` trigger answers 422 with GitHub's
@@ -319,6 +322,8 @@ class _Rule:
     reset_in: float = 1.0
     mode: str = "drop"
     delay: float = 3.0
+    #: Matching requests let through before the rule starts.
+    skip: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method != method:
@@ -1005,6 +1010,7 @@ class FakeGitHub:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
         apply: bool = False,
+        skip: int = 0,
     ) -> None:
         """Answer the next ``times`` matching requests with ``status``.
 
@@ -1012,7 +1018,8 @@ class FakeGitHub:
         query; ``method`` None matches any method.  With ``apply=False`` the
         request has no effect; with ``apply=True`` it takes effect (a run is
         created, an asset stored) and the client still gets the error, as when
-        GitHub answers 502 after doing the work.
+        GitHub answers 502 after doing the work.  ``skip``: the first ``skip``
+        matching requests are served as usual (a failure mid-way through uploads).
         """
         message = {500: "Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
         self._add_rule(
@@ -1025,6 +1032,7 @@ class FakeGitHub:
                 body=body if body is not None else {"message": message.get(status, "Error")},
                 headers=dict(headers or {}),
                 apply=apply,
+                skip=skip,
             )
         )
 
@@ -1114,6 +1122,9 @@ class FakeGitHub:
         with self._cond:
             for rule in self._rules:
                 if rule.kind in kinds and rule.matches(method, path):
+                    if rule.skip > 0:
+                        rule.skip -= 1
+                        continue
                     rule.times -= 1
                     if rule.times <= 0:
                         self._rules.remove(rule)
@@ -1302,17 +1313,24 @@ class FakeGitHub:
         draft: bool = False,
         prerelease: bool = False,
         repo: str | None = None,
+        created_at: datetime | None = None,
     ) -> FakeRelease:
-        """Create a release directly (no HTTP); raises ValueError where GitHub answers 422."""
+        """Create a release directly (no HTTP); raises ValueError where GitHub answers 422.
+
+        ``created_at``: when it was made (default now), e.g. a draft an
+        interrupted job left hours ago.
+        """
         with self._cond:
             r = self._repo(repo)
             if not draft and self._published_by_tag(r.full_name, tag):
                 raise ValueError(f"a published release for {tag!r} already exists")
-            return self._copy_release(
-                self._new_release(
-                    r, tag, r.default_branch, name, body, draft, prerelease, DEFAULT_LOGIN
-                )
+            rel = self._new_release(
+                r, tag, r.default_branch, name, body, draft, prerelease, DEFAULT_LOGIN
             )
+            if created_at is not None:
+                rel.created_at = rel.updated_at = created_at
+                rel.published_at = None if draft else created_at
+            return self._copy_release(rel)
 
     def add_asset(
         self,
@@ -2317,12 +2335,23 @@ class FakeGitHub:
     def _h_list_releases(self, ctx: _Ctx) -> _Response:
         with self._cond:
             r = self._ctx_repo(ctx)
+            drafts = self._can_push(ctx.login)
             rels = sorted(
-                (rel for rel in self._releases.values() if rel.repo == r.full_name),
+                (
+                    rel
+                    for rel in self._releases.values()
+                    if rel.repo == r.full_name and (drafts or not rel.draft)
+                ),
                 key=lambda x: x.id,
                 reverse=True,
             )
             return self._page(ctx, rels, None, limit=LIST_LIMIT, render=self._release_json)
+
+    def _can_push(self, login: str | None) -> bool:
+        """Whether a token sees drafts: push access (every token when ``permissions`` is None)."""
+        if self.permissions is None:
+            return True
+        return login is not None and "contents:write" in self.permissions.get(login, set())
 
     def _h_matching_refs(self, ctx: _Ctx) -> _Response:
         prefix = "refs/" + urllib.parse.unquote(ctx.groups[2])
