@@ -19,7 +19,9 @@ from typer.testing import CliRunner
 
 from asu_ci.cli import app as cli
 from asu_ci.publish.releases import ReleasesStore
-from tests.integration.test_github_backend import (
+from tests.support import fakegithub
+from tests.support.fakegithub import FakeGitHub
+from tests.support.githubworld import (
     IMAGE,
     NO_PAUSES,
     PROFILE,
@@ -29,8 +31,6 @@ from tests.integration.test_github_backend import (
     build_folder,
     settings_for,
 )
-from tests.support import fakegithub
-from tests.support.fakegithub import FakeGitHub
 
 fake_github = fakegithub.fake_github
 
