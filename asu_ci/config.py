@@ -193,7 +193,7 @@ class GitHub(_Model):
         Literal["releases", "endpoint"],
         Field(
             description="where finished builds are kept: 'releases' (one GitHub release per "
-            "build, served by GitHub; about 1,500 builds a day per repository) or 'endpoint' "
+            "build, served by GitHub; about 1,300 builds a day per repository) or 'endpoint' "
             "(the endpoint takes each run's attested output into its own store; 10,000 a day)"
         ),
     ] = "releases"

@@ -1,9 +1,9 @@
 """A run's attested output taken into the endpoint's own store (``github.store: endpoint``).
 
 GitHub allows a repository's ``GITHUB_TOKEN`` 500 content-creating requests an
-hour, and a release per build spends about eight of them (a draft, the
-uploads, publishing): one repository publishes about 1,500 builds a day that
-way. With ``github.store: endpoint`` a run creates no release. The publish job
+hour, and a release per build spends nine of them (a draft, the uploads,
+publishing, the attestation): one repository publishes about 1,300 builds a
+day that way. With ``github.store: endpoint`` a run creates no release. The publish job
 of ``build.yml`` checks the build job's images against ``build.json``, attests
 them and hands the checked folder on as the run artifact ``attested-<hash>``
 (artifacts go through the Actions artifact service, not the REST API). When
