@@ -69,8 +69,9 @@ def test_a_build_is_kept_by_the_endpoint_without_a_release(world: Callable[..., 
     )
     # The image is served from the endpoint's disk: GitHub is not asked.
     before = len(w.fake.requests)
-    image = w.client.get(f"/store/{key}/{IMAGE}")
+    image = w.client.get(f"/store/{key}/{IMAGE}", headers={"Origin": "http://luci.example"})
     assert (image.status_code, image.content) == (200, image_bytes(key))
+    assert image.headers["Access-Control-Allow-Origin"] == "*"  # LuCI fetches it in the browser
     assert len(w.fake.requests) == before
     assert w.client.get(f"/store/{key}/nothing.bin").status_code == 404
     row = w.dispatcher.queue.get(key)
