@@ -582,9 +582,6 @@ class _Job:
         self.step("building_image")
         argv, bin_dir = self._image(ib, words)
         staging = self.store.staging(self.key)
-        for stale in staging.parent.glob(f".{self.key}.*.staging"):
-            if stale != staging:
-                shutil.rmtree(stale, ignore_errors=True)
         try:
             images, profile = self._collect(bin_dir, staging)
             if request.defaults is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -47,5 +48,15 @@ class LocalStore:
         fsutil.write_json(final / "status.json", build)
 
     def staging(self, request_hash: str) -> Path:
-        """A private folder on the same filesystem to collect a build's files in."""
-        return fsutil.staging_dir(self.folder(request_hash))
+        """A private folder on the same filesystem to collect a build's files in.
+
+        One request is collected by one writer at a time (the queue hands a
+        hash to one worker, the GitHub follower takes one run at a time), so
+        any other staging folder of the hash was left by a process that died:
+        it is removed here.
+        """
+        staging = fsutil.staging_dir(self.folder(request_hash))
+        for stale in staging.parent.glob(f".{request_hash}.*.staging"):
+            if stale != staging:
+                shutil.rmtree(stale, ignore_errors=True)
+        return staging

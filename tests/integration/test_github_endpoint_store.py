@@ -98,6 +98,19 @@ def test_a_prebuilt_release_is_used_without_a_run(
     assert (image.status_code, image.content) == (200, image_bytes(key))
 
 
+def test_what_a_crashed_take_left_is_cleared_by_the_next(world: Callable[..., World]) -> None:
+    w = world(github=ENDPOINT)
+    key = request_hash(normalized_of(request_body()))
+    stale = w.store.staging(key)  # an endpoint died while unpacking this hash's output
+    (stale / IMAGE).write_bytes(b"half an image")
+    w.fake.on_dispatch = w.workflow_hands_over
+    assert w.post().json()["request_hash"] == key
+    assert w.wait_status(key, 200).json()["request_hash"] == key
+    assert not stale.exists()
+    assert (w.store.folder(key) / IMAGE).read_bytes() == image_bytes(key)
+    assert [p.name for p in w.store.root.iterdir()] == [key]
+
+
 def _flip_image(files: dict[str, bytes]) -> None:
     files[IMAGE] = files[IMAGE][::-1] + b"x"
 
