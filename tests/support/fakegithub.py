@@ -994,7 +994,16 @@ class FakeGitHub:
 
     # -- fault injection -----------------------------------------------------
 
-    def _add_rule(self, rule: _Rule) -> None:
+    def _add_rule(
+        self, kind: str, method: str | None, path_regex: str, times: int, **details: Any
+    ) -> None:
+        rule = _Rule(
+            kind=kind,
+            method=method.upper() if method else None,
+            pattern=re.compile(path_regex),
+            times=times,
+            **details,
+        )
         with self._cond:
             if len(self._rules) >= 1000:
                 raise RuntimeError("too many pending fault rules")
@@ -1023,17 +1032,15 @@ class FakeGitHub:
         """
         message = {500: "Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
         self._add_rule(
-            _Rule(
-                kind="fail",
-                method=method.upper() if method else None,
-                pattern=re.compile(path_regex),
-                times=times,
-                status=status,
-                body=body if body is not None else {"message": message.get(status, "Error")},
-                headers=dict(headers or {}),
-                apply=apply,
-                skip=skip,
-            )
+            "fail",
+            method,
+            path_regex,
+            times,
+            status=status,
+            body=body if body is not None else {"message": message.get(status, "Error")},
+            headers=dict(headers or {}),
+            apply=apply,
+            skip=skip,
         )
 
     def accept_then_timeout(
@@ -1056,14 +1063,12 @@ class FakeGitHub:
         if mode not in ("drop", "delay"):
             raise ValueError("mode is 'drop' or 'delay'")
         self._add_rule(
-            _Rule(
-                kind="timeout",
-                method=method.upper() if method else None,
-                pattern=re.compile(path_regex),
-                times=times,
-                mode=mode,
-                delay=delay,
-            )
+            "timeout",
+            method,
+            path_regex,
+            times,
+            mode=mode,
+            delay=delay,
         )
 
     def rate_limit_next(
@@ -1081,14 +1086,12 @@ class FakeGitHub:
         ``retry_after=None`` leaves the header out, as GitHub may: the client is
         to wait at least a minute."""
         self._add_rule(
-            _Rule(
-                kind="secondary",
-                method=method.upper() if method else None,
-                pattern=re.compile(path_regex),
-                times=times,
-                status=status,
-                retry_after=retry_after,
-            )
+            "secondary",
+            method,
+            path_regex,
+            times,
+            status=status,
+            retry_after=retry_after,
         )
 
     def primary_rate_limit(
@@ -1104,14 +1107,12 @@ class FakeGitHub:
         ``status`` (403 or 429), ``X-RateLimit-Remaining: 0`` and
         ``X-RateLimit-Reset`` ``reset_in`` seconds from now."""
         self._add_rule(
-            _Rule(
-                kind="primary",
-                method=method.upper() if method else None,
-                pattern=re.compile(path_regex),
-                times=times,
-                status=status,
-                reset_in=reset_in,
-            )
+            "primary",
+            method,
+            path_regex,
+            times,
+            status=status,
+            reset_in=reset_in,
         )
 
     def clear_faults(self) -> None:
