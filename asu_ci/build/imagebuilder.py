@@ -119,10 +119,15 @@ def parse_sha256sums(text: str) -> dict[str, str]:
 
 
 def archive_pattern(version: str, target: str) -> re.Pattern[str]:
-    """The file name of the ImageBuilder of ``target`` in ``version``, with or without it."""
+    """The file name of the ImageBuilder of ``target`` in ``version``, with or without it.
+
+    The name carries ``VERSION_NUMBER`` as the build set it (target/imagebuilder's
+    ``IB_NAME``), so its case is not fixed: ``openwrt-imagebuilder-24.10-SNAPSHOT-…``
+    for a branch snapshot, none at all for ``SNAPSHOT``.
+    """
     t, s = target.split("/", 1)
     return re.compile(
-        rf"^openwrt-imagebuilder-(?:{re.escape(version.lower())}-)?"
+        rf"^openwrt-imagebuilder-(?:(?i:{re.escape(version)})-)?"
         rf"{re.escape(t)}-{re.escape(s)}\.Linux-x86_64\.tar\.(?:xz|zst)$"
     )
 

@@ -1,10 +1,11 @@
 """Keep the index current while ``asu-ci serve`` runs: a re-render every few minutes.
 
 A published point release never changes, so a cycle reads again only what
-moves: ``.versions.json`` and the snapshot tree (``SNAPSHOT`` and every version
-of a snapshot branch). The other releases keep what the last render made of
-them, without a request, unless ``.versions.json`` changed (a new point
-release, a new upcoming version): then every release is asked for again, each
+moves: ``.versions.json`` and the snapshot trees (``SNAPSHOT``, every branch
+snapshot such as ``24.10-SNAPSHOT``, and every version of a snapshot branch).
+The other releases keep what the last render made of them, without a
+request, unless ``.versions.json`` changed (a new point release, a new
+upcoming version): then every release is asked for again, each
 file with a conditional GET, so what did not change costs a 304 and no body.
 See :func:`asu_ci.index.render.render_tree` (``only``).
 
@@ -25,17 +26,23 @@ from asu_ci.config import Settings
 from asu_ci.errors import AsuCiError
 from asu_ci.index.catalog import Catalog
 from asu_ci.index.render import RenderSummary, render_tree
-from asu_ci.upstream.metadata import SNAPSHOT_VERSION
+from asu_ci.upstream.metadata import SNAPSHOT_VERSION, is_moving
 
 log = logging.getLogger(__name__)
 
 
 def moving_versions(catalog: Catalog) -> set[str]:
-    """The served versions that move upstream: SNAPSHOT and those of snapshot branches."""
+    """The served versions that move upstream: SNAPSHOT, the branch snapshots
+    (``24.10-SNAPSHOT``) and every version of a snapshot branch.
+
+    A version the last render did not serve (a branch snapshot missing upstream
+    then) is asked for in every cycle anyway (see ``render_tree``'s ``only``).
+    """
     moving = {SNAPSHOT_VERSION}
     for branch in catalog.overview().get("branches", {}).values():
-        if isinstance(branch, dict) and branch.get("snapshot"):
-            moving.update(str(v) for v in branch.get("versions", []))
+        if isinstance(branch, dict):
+            versions = [str(v) for v in branch.get("versions", [])]
+            moving.update(v for v in versions if branch.get("snapshot") or is_moving(v))
     return moving
 
 

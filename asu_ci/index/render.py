@@ -23,9 +23,10 @@ only read the index never see a name without a version of its own.
 
 A re-render may name the versions to read again (``only``): a published
 point release does not change, so the background re-render of ``asu-ci serve``
-asks for ``.versions.json`` and the snapshot tree only, and keeps the groups
-of the other releases as they are. When ``.versions.json`` changed, every
-release is read again (conditionally: unchanged files cost a 304 each).
+asks for ``.versions.json`` and the snapshot trees only (``SNAPSHOT``,
+``24.10-SNAPSHOT``), and keeps the groups of the other releases as they are.
+When ``.versions.json`` changed, every release is read again (conditionally:
+unchanged files cost a 304 each).
 
 A group's fingerprint hashes its inputs (upstream digests and the settings it
 uses). The state file in the data folder keeps each group's fingerprint and
@@ -54,12 +55,12 @@ from asu_ci.site import render_site
 from asu_ci.upstream.metadata import (
     FEEDS,
     INDEX_NAMES,
-    SNAPSHOT_VERSION,
     VERSIONS_FILE,
     Release,
     Versions,
     feed_folder,
     find_index,
+    is_moving,
     is_safe_name,
     kmods_folder,
     newest_first,
@@ -71,6 +72,7 @@ from asu_ci.upstream.metadata import (
     resolve_branches,
     target_index_folder,
     targets_from_overview,
+    version_key,
 )
 from asu_ci.upstream.packages import PackageIndex, parse_index
 from asu_ci.upstream.source import Fetched, Upstream, check_relpath
@@ -247,8 +249,10 @@ class _Renderer:
     def _targets_of(self, release: Release) -> dict[str, str] | None:
         """The release's targets: ``.targets.json``, else ``.overview.json``, else an error.
 
-        Only the SNAPSHOT served by default (no ``branches`` configured) may be
-        missing upstream (a mirror of releases only): that is logged and skipped.
+        Only the snapshots served by default (no ``branches`` configured) may be
+        missing upstream: ``SNAPSHOT`` (a mirror of releases only) and the branch
+        snapshots (``24.10-SNAPSHOT``; a mirror, or a branch whose builds stopped).
+        That is logged and skipped.
         """
         listed = read_targets(self.upstream, release.path)
         if listed is None:
@@ -257,10 +261,11 @@ class _Renderer:
                 log.info("%s: no .targets.json; targets read from .overview.json", release.path)
         if listed is not None:
             return listed
-        if self.settings.branches is None and release.version == SNAPSHOT_VERSION:
+        if self.settings.branches is None and is_moving(release.version):
             log.warning(
-                "%s: no .targets.json upstream; not serving SNAPSHOT",
+                "%s: no .targets.json upstream; not serving %s",
                 self.upstream.url(release.path),
+                release.version,
             )
             return None
         raise UpstreamError(
@@ -425,7 +430,8 @@ class _Renderer:
         served: dict[Release, dict[str, str]],
     ) -> _Done:
         rendered: dict[str, list[Release]] = {}
-        for release in served:
+        # Newest first whatever was read again this time (the order releases are listed in).
+        for release in sorted(served, key=lambda r: version_key(r.version), reverse=True):
             rendered.setdefault(release.branch.name, []).append(release)
         entries = []
         for branch in branches:
@@ -444,7 +450,7 @@ class _Renderer:
                     "path_packages": branch.path_packages,
                     "git_branch": branch.git_branch,
                     "branch_off_rev": branch.branch_off_rev,
-                    "targets": served[releases_[0]] if releases_ else {},
+                    "targets": served[_newest_release(releases_)] if releases_ else {},
                     "package_changes": [c.model_dump(mode="json") for c in branch.package_changes],
                 }
             )
@@ -655,9 +661,10 @@ def _latest(
     """``latest.json``: the upcoming, stable and oldstable versions that are served.
 
     Without those (a configured mirror that names none of them), the newest
-    release of each served branch.
+    release of each served branch. Snapshots (``SNAPSHOT``, ``24.10-SNAPSHOT``)
+    are never listed.
     """
-    releases_ = {r.version for r in served if not r.branch.snapshot}
+    releases_ = {r.version for r in served if not _moves(r)}
     named = (
         [versions.upcoming_version, versions.stable_version, versions.oldstable_version]
         if versions
@@ -666,12 +673,16 @@ def _latest(
     latest = list(dict.fromkeys(v for v in named if v in releases_))
     if latest:
         return latest
-    return newest_first(rs[0].version for rs in rendered.values() if not rs[0].branch.snapshot)
+    newest = (_newest_release(rs) for rs in rendered.values())
+    return newest_first(r.version for r in newest if not _moves(r))
 
 
 def _versions_file(versions: Versions | None, served: dict[Release, dict[str, str]]) -> Any:
-    """The Firmware Selector's ``.versions.json``, naming only versions served here."""
-    listed = newest_first(r.version for r in served if not r.branch.snapshot)
+    """The Firmware Selector's ``.versions.json``, naming only versions served here.
+
+    As upstream's, it names releases only: the snapshots are in ``overview.json``.
+    """
+    listed = newest_first(r.version for r in served if not _moves(r))
 
     def pick(version: str) -> str:
         return version if version in listed else ""
@@ -685,6 +696,16 @@ def _versions_file(versions: Versions | None, served: dict[Release, dict[str, st
         "oldstable_version": pick(versions.oldstable_version) if versions else "",
         "upcoming_version": pick(versions.upcoming_version) if versions else "",
     }
+
+
+def _moves(release: Release) -> bool:
+    """A snapshot: of a snapshot branch, ``SNAPSHOT`` or a branch snapshot."""
+    return release.branch.snapshot or is_moving(release.version)
+
+
+def _newest_release(releases_: Sequence[Release]) -> Release:
+    """The first of ``releases_`` (newest first) that is no snapshot, else the first."""
+    return next((r for r in releases_ if not _moves(r)), releases_[0])
 
 
 def _plural(count: int, word: str) -> str:

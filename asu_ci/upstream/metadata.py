@@ -7,8 +7,11 @@ Where each file lives and what makes it valid. Names read from upstream
 Served without configuration (as upstream ASU does): ``SNAPSHOT`` and the
 branches of ``.versions.json``'s ``upcoming_version``, ``stable_version`` and
 ``oldstable_version``, each with every version of it in ``versions_list``
-(and the upcoming version itself). ``index.extra_branches`` adds older
-branches; a ``branches`` list in the config replaces the choice entirely.
+(and the upcoming version itself) and its release-branch snapshot
+``<branch>-SNAPSHOT`` (``releases/24.10-SNAPSHOT``, a member of branch 24.10
+that moves like ``SNAPSHOT``). ``index.extra_branches`` adds older branches
+(with their snapshots); a ``branches`` list in the config replaces the choice
+entirely (a branch snapshot is then served only when listed in ``versions``).
 
 A release lists its targets in ``.targets.json`` (target → package
 architecture). Trees older than 21.02 have none; their targets come from
@@ -38,6 +41,8 @@ log = logging.getLogger(__name__)
 #: What a name read from upstream must look like to become part of a path.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 SNAPSHOT_VERSION = "SNAPSHOT"
+#: ``24.10-SNAPSHOT``: the builds of a release branch between its point releases.
+BRANCH_SNAPSHOT_SUFFIX = "-SNAPSHOT"
 VERSIONS_FILE = ".versions.json"
 #: Feeds whose indexes make up ``packages/<arch>-index.json``.
 FEEDS = ("base", "luci", "packages", "routing", "telephony")
@@ -78,8 +83,25 @@ def is_safe_name(value: object) -> bool:
     return isinstance(value, str) and SAFE_NAME.fullmatch(value) is not None
 
 
+def is_moving(version: str) -> bool:
+    """Whether ``version`` is rebuilt in place upstream: ``SNAPSHOT`` or ``24.10-SNAPSHOT``."""
+    return version == SNAPSHOT_VERSION or (
+        version.endswith(BRANCH_SNAPSHOT_SUFFIX) and _branch_of(version) is not None
+    )
+
+
+def branch_snapshot(branch: str) -> str:
+    """The version name of a release branch's snapshot: ``24.10`` → ``24.10-SNAPSHOT``."""
+    return f"{branch}{BRANCH_SNAPSHOT_SUFFIX}"
+
+
 def version_key(version: str) -> tuple[int, tuple[int, ...], int, str]:
-    """Sort key, newest last: SNAPSHOT after every release, 24.10.0 after 24.10.0-rc7."""
+    """Sort key, newest last: SNAPSHOT after every release, 24.10.0 after 24.10.0-rc7.
+
+    A branch snapshot (``24.10-SNAPSHOT``) sorts before every release of its
+    branch, as upstream ASU orders them: newest first it is listed last in its
+    branch, so a client taking a branch's first version gets a release.
+    """
     if version == SNAPSHOT_VERSION:
         return (1, (), 0, version)
     match = _VERSION_KEY.match(version)
@@ -125,9 +147,10 @@ def resolve_branches(
     Without configured branches: ``SNAPSHOT`` (from ``snapshots``), then the
     branches of the upcoming, stable and oldstable versions and those named
     in ``extra``, newest first, each with every version of it in
-    ``versions_list``. A configured branch without ``versions`` takes every
-    listed version of its name; a snapshot branch serves ``SNAPSHOT`` from
-    ``snapshots``.
+    ``versions_list`` and its snapshot ``<branch>-SNAPSHOT``. A configured
+    branch without ``versions`` takes every listed version of its name (no
+    branch snapshot: list ``24.10-SNAPSHOT`` in ``versions`` to serve it); a
+    snapshot branch serves ``SNAPSHOT`` from ``snapshots``.
     """
     if configured is None:
         return _default_branches(versions, extra)
@@ -152,7 +175,8 @@ def resolve_branches(
 
 
 def _default_branches(versions: Versions | None, extra: Collection[str]) -> list[Branch]:
-    """SNAPSHOT, then the upcoming, stable, oldstable and ``extra`` branches, newest first."""
+    """SNAPSHOT, then the upcoming, stable, oldstable and ``extra`` branches, newest first,
+    each with its branch snapshot (skipped at render time when upstream has none)."""
     listed = _listed(versions)
     assert versions is not None
     named = [versions.upcoming_version, versions.stable_version, versions.oldstable_version]
@@ -171,7 +195,12 @@ def _default_branches(versions: Versions | None, extra: Collection[str]) -> list
     for name in sorted(wanted - {b.name for b in derived}):
         log.warning("%s lists no version of branch %s; not serving it", VERSIONS_FILE, name)
     snapshot = Branch(name=SNAPSHOT_VERSION, snapshot=True, versions=[SNAPSHOT_VERSION])
-    return [_complete(b, list(b.versions or [])) for b in [snapshot, *derived]]
+    completed = [_complete(snapshot, [SNAPSHOT_VERSION])]
+    for branch in derived:
+        completed.append(
+            _complete(branch, [*(branch.versions or []), branch_snapshot(branch.name)])
+        )
+    return completed
 
 
 def releases(branches: Iterable[Branch]) -> list[Release]:

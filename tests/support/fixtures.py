@@ -26,11 +26,15 @@ Load with ``pytest_plugins = ["tests.support.fixtures"]`` (in the root
     23.05.4 (opkg, ``.tar.xz``), 24.10.0 (opkg, ``linux_kernel``, kmods feed,
     ``.tar.zst``), 25.12.0 and SNAPSHOT (apk: ``packages.adb`` stand-ins +
     ``index.json`` v2, kmods feed, ``.tar.zst`` with ``repositories`` and
-    ``keys/*.pem``), each with a working signed ImageBuilder, and a
-    ``.versions.json`` with ``stable_version`` 25.12.0, ``oldstable_version``
-    24.10.0, ``upcoming_version`` "" and ``versions_list`` [25.12.0, 24.10.0,
-    23.05.4]. ``tests.support.mirror.MODERN_TARGETS`` lists the (version, target) pairs; the
-    kmods feed of one is ``modern_mirror.info.target(v, t).kmods_rel`` (its
+    ``keys/*.pem``), the release-branch snapshots 24.10-SNAPSHOT (24.10 shape)
+    and 25.12-SNAPSHOT (apk) under ``releases/<branch>-SNAPSHOT/``
+    (``tests.support.mirror.BRANCH_SNAPSHOTS``; they add about 0.2 s to the
+    build and 0.5 s to a cold render), each with a working signed
+    ImageBuilder, and a ``.versions.json`` with ``stable_version`` 25.12.0,
+    ``oldstable_version`` 24.10.0, ``upcoming_version`` "" and
+    ``versions_list`` [25.12.0, 24.10.0, 23.05.4] (no branch snapshot, as
+    upstream's). ``tests.support.mirror.MODERN_TARGETS`` lists the (version,
+    target) pairs; the kmods feed of one is ``modern_mirror.info.target(v, t).kmods_rel`` (its
     folder name ``.kmods_version``), the release shape ``.shape``. 1500
     packages per release keep it cheap (about a second to build).
 ``modern_mirror_clean`` (function)
@@ -106,7 +110,8 @@ def usign_keypair() -> tuple[SecretKey, str]:
 
 @pytest.fixture(scope="session")
 def modern_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MirrorServer]:
-    """23.05.4, 24.10.0, 25.12.0 and SNAPSHOT of ath79/generic, each in its real shape."""
+    """23.05.4, 24.10.0, 25.12.0, SNAPSHOT, 24.10-SNAPSHOT and 25.12-SNAPSHOT of
+    ath79/generic, each in its real shape."""
     info = build_mirror(
         tmp_path_factory.mktemp("modern"),
         targets=MODERN_TARGETS,

@@ -1077,11 +1077,14 @@ def _sanitize(text: str) -> str:
 
 
 def image_prefix(ctx: Context, original: str, extra: str) -> str:
-    """``openwrt-<version>-[<extra>-]<target>-<subtarget>-<profile>`` like the real IB."""
+    """``openwrt-<version>-[<extra>-]<target>-<subtarget>-<profile>`` like the real IB
+    (include/image.mk: the sanitized version number and, where the build names it in
+    file names, as branch snapshots do, the version code come before ``<extra>``)."""
     if not extra:
         return original
-    version = ctx.setting("version")
-    for head in (f"openwrt-{version}-", "openwrt-"):
+    version = _sanitize(ctx.setting("version"))
+    revision = _sanitize(ctx.setting("revision"))
+    for head in (f"openwrt-{version}-{revision}-", f"openwrt-{version}-", "openwrt-"):
         if original.startswith(head):
             return f"{head}{_sanitize(extra)}-{original[len(head) :]}"
     return f"{_sanitize(extra)}-{original}"

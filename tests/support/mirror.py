@@ -38,6 +38,9 @@ the version and overridable with ``build_mirror(shapes={version: shape})``:
   ``index.json`` v2 beside it; ImageBuilder ``.tar.zst`` with a
   ``repositories`` file and ``keys/*.pem``. SNAPSHOT lives under
   ``snapshots/`` and its ImageBuilder name has no version.
+* release-branch snapshots (``24.10-SNAPSHOT``, ``25.12-SNAPSHOT``): the shape
+  of their branch, under ``releases/<branch>-SNAPSHOT/``, with a revision
+  newer than the branch's releases.
 
 A version without real metadata in ``tests/fixtures/upstream`` gets a
 ``profiles.json`` derived from the real 23.05.4 one of the same target
@@ -104,11 +107,22 @@ from tests.support.usign import SecretKey, generate_keypair, sign
 
 DEFAULT_TARGETS: tuple[tuple[str, str], ...] = (("23.05.4", "ath79/generic"),)
 
+BRANCH_SNAPSHOTS: tuple[tuple[str, str], ...] = (
+    ("24.10-SNAPSHOT", "ath79/generic"),
+    ("25.12-SNAPSHOT", "ath79/generic"),
+)
+"""The release-branch snapshots of the ``modern_mirror`` fixture: ``releases/<b>-SNAPSHOT``
+in the shape of their branch (24.10: opkg, kmods feed, ``.tar.zst``; 25.12: apk),
+ImageBuilder ``openwrt-imagebuilder-24.10-SNAPSHOT-<t>-<s>…``, images
+``openwrt-24.10-snapshot-<revision>-<t>-<s>-…``. ``.versions.json`` does not list
+them, as upstream's does not."""
+
 MODERN_TARGETS: tuple[tuple[str, str], ...] = (
     ("23.05.4", "ath79/generic"),
     ("24.10.0", "ath79/generic"),
     ("25.12.0", "ath79/generic"),
     ("SNAPSHOT", "ath79/generic"),
+    *BRANCH_SNAPSHOTS,
 )
 """What the ``modern_mirror`` fixture publishes."""
 
@@ -308,7 +322,8 @@ def derive_profiles(version: str, target: str, shape: ReleaseShape) -> dict[str,
     """A ``profiles.json`` for ``version`` derived from the real 23.05.4 one of ``target``.
 
     ``version_number``, ``version_code``, image names and prefixes follow the
-    version (SNAPSHOT images are named ``openwrt-<t>-<s>-…``), the default
+    version (SNAPSHOT images are named ``openwrt-<t>-<s>-…``, a branch
+    snapshot's ``openwrt-24.10-snapshot-<revision>-<t>-<s>-…``), the default
     packages are the era's (:func:`era_default_packages`) and, where the
     release has a kmods feed, ``linux_kernel`` is added (its ``vermagic``
     differs per target, as the real one does). Image hashes are derived from
@@ -316,7 +331,13 @@ def derive_profiles(version: str, target: str, shape: ReleaseShape) -> dict[str,
     """
     document = load_profiles("23.05.4", target)
     old_head = "openwrt-23.05.4-"
-    new_head = "openwrt-" if version.upper() == "SNAPSHOT" else f"openwrt-{version}-"
+    new_head = f"openwrt-{version}-"
+    if version.upper() == "SNAPSHOT":
+        new_head = "openwrt-"
+    elif version.upper().endswith("-SNAPSHOT"):
+        # include/image.mk: the version number sanitized (lower case), then the
+        # version code, as the branch buildbots name their snapshot images
+        new_head = f"openwrt-{version.lower()}-{shape.revision}-"
     profiles: dict[str, Any] = {}
     for pid, profile in document["profiles"].items():
         entry = dict(profile)

@@ -1078,6 +1078,7 @@ def release_shape(version: str, **overrides: object) -> ReleaseShape:
     (and 23.05.6+, which got the kmods feed and ``linux_kernel``) opkg with the
     kmods feed; everything older opkg with kmods in the core feed and ``.tar.xz``.
     Unknown point releases get a generated, stable ``r<N>-<hash>`` revision.
+    A release-branch snapshot (``24.10-SNAPSHOT``) has its branch's shape.
     """
     key = _version_key(version)
     if version.upper() == "SNAPSHOT" or key is None or key[:2] >= (25, 12):
@@ -1095,6 +1096,8 @@ def release_shape(version: str, **overrides: object) -> ReleaseShape:
         base = {"23.05": 24000, "24.10": 28400, "25.12": 32300}[era]
         if version.upper() == "SNAPSHOT":
             base = 33000
+        elif version.upper().endswith("-SNAPSHOT"):
+            base += 900  # a branch snapshot is built after the branch's releases
         digest = hashlib.sha1(version.encode(), usedforsecurity=False).hexdigest()[:10]
         revision = f"r{base + seed % 900}-{digest}"
     shape = ReleaseShape(version, era, manager, kmods, compression, kernel, revision)

@@ -10,6 +10,8 @@ the download server of 23.05.4, 24.10.0 (opkg, ``linux_kernel``, kmods feed),
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -19,14 +21,23 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from asu_ci import knowledge
 from asu_ci.api.app import create_app
+from asu_ci.build.imagebuilder import find_archive
 from asu_ci.config import Branch, Index, Settings
 from asu_ci.errors import UnknownPackagesError, UpstreamError
 from asu_ci.identity.request import BuildRequest
 from asu_ci.identity.validate import normalize
 from asu_ci.index.catalog import Catalog
-from asu_ci.index.refresh import Refresher
+from asu_ci.index.refresh import Refresher, moving_versions
 from asu_ci.index.render import render_tree
+from asu_ci.upstream.metadata import (
+    Versions,
+    is_moving,
+    newest_first,
+    releases,
+    resolve_branches,
+)
 from tests.support.imagebuilder import UPSTREAM_FIXTURES
 from tests.support.mirror import MirrorServer
 from tests.support.packages import PackageRecord, format_packages, write_apk_index, write_text
@@ -293,6 +304,15 @@ def _paths(mirror: MirrorServer) -> list[str]:
     return [record.path for record in mirror.log]
 
 
+def _moves(path: str) -> bool:
+    """A request a refresh cycle makes: .versions.json, SNAPSHOT or a branch snapshot
+    (this tree has none: each costs a 404 for .targets.json and .overview.json)."""
+    return (
+        path == "/.versions.json"
+        or re.match(r"/(snapshots|releases/\d+\.\d+-SNAPSHOT)/", path) is not None
+    )
+
+
 def test_a_refresh_cycle_asks_for_what_moves_only(
     served: MirrorServer, tree: Path, tmp_path: Path
 ) -> None:
@@ -304,7 +324,7 @@ def test_a_refresh_cycle_asks_for_what_moves_only(
     assert summary is not None
     asked = _paths(served)
     assert asked and summary.requests == len(asked)
-    assert all(p == "/.versions.json" or p.startswith("/snapshots/") for p in asked), asked
+    assert all(_moves(p) for p in asked), asked
     assert len(asked) < cold.requests / 2
     # A moved snapshot is seen: its kmods feed and packages are read again.
     write_apk_index(
@@ -333,7 +353,7 @@ def test_a_refresh_cycle_asks_for_what_moves_only(
     # The next cycle is quiet again.
     served.reset()
     assert refresher.cycle() is not None
-    assert all(p == "/.versions.json" or p.startswith("/snapshots/") for p in _paths(served))
+    assert all(_moves(p) for p in _paths(served))
 
 
 def test_one_release_can_be_read_again_alone(served: MirrorServer, tmp_path: Path) -> None:
@@ -343,7 +363,15 @@ def test_one_release_can_be_read_again_alone(served: MirrorServer, tmp_path: Pat
     summary = render_tree(settings, only={"24.10.0"})
     asked = _paths(served)
     assert summary.versions == 4
-    assert all(p == "/.versions.json" or p.startswith("/releases/24.10.0/") for p in asked), asked
+    # (and the branch snapshots this tree lacks: a version not served is looked for again)
+    missing = (
+        "/releases/23.05-SNAPSHOT/",
+        "/releases/24.10-SNAPSHOT/",
+        "/releases/25.12-SNAPSHOT/",
+    )
+    assert all(
+        p == "/.versions.json" or p.startswith(("/releases/24.10.0/", *missing)) for p in asked
+    ), asked
     assert "/releases/24.10.0/targets/ath79/generic/profiles.json" in asked
     # The releases not read again keep their files.
     assert (settings.public_dir / f"json/v1/{OLD}/packages/mips_24kc-index.json").is_file()
@@ -437,3 +465,139 @@ def test_a_broken_linux_kernel_costs_its_target_the_kmods_only(
     index = _load(settings.public_dir, "json/v1/releases/24.10.0/targets/ath79/generic/index.json")
     assert set(index["packages"]) == set(TARGET_PACKAGES)
     assert "linux_kernel is not" in caplog.text and "kernel modules are not indexed" in caplog.text
+
+
+# --- release-branch snapshots (24.10-SNAPSHOT) ------------------------------------------------
+
+
+def test_the_default_choice_adds_each_branch_snapshot(caplog: pytest.LogCaptureFixture) -> None:
+    versions = Versions(
+        versions_list=("25.12.0-rc1", "24.10.1", "24.10.0", "23.05.4", "22.03.7"),
+        stable_version="24.10.1",
+        oldstable_version="23.05.4",
+        upcoming_version="25.12.0-rc1",
+    )
+    chosen = resolve_branches(None, versions, extra=("22.03",))
+    assert {b.name: b.versions for b in chosen} == {
+        "SNAPSHOT": ["SNAPSHOT"],
+        "25.12": ["25.12.0-rc1", "25.12-SNAPSHOT"],
+        "24.10": ["24.10.1", "24.10.0", "24.10-SNAPSHOT"],
+        "23.05": ["23.05.4", "23.05-SNAPSHOT"],
+        "22.03": ["22.03.7", "22.03-SNAPSHOT"],
+    }
+    paths = {r.version: r.path for r in releases(chosen)}
+    assert paths["24.10-SNAPSHOT"] == "releases/24.10-SNAPSHOT"
+    assert paths["SNAPSHOT"] == "snapshots"
+    branch = next(b for b in chosen if b.name == "24.10")
+    assert branch.git_branch == "openwrt-24.10" and not branch.snapshot
+    # A configured list keeps full control: no implicit branch snapshot, one when listed.
+    configured = resolve_branches(
+        [Branch(name="24.10"), Branch(name="25.12", versions=["25.12-SNAPSHOT", "25.12.0-rc1"])],
+        versions,
+    )
+    assert [b.versions for b in configured] == [
+        ["24.10.1", "24.10.0"],
+        ["25.12.0-rc1", "25.12-SNAPSHOT"],
+    ]
+    assert is_moving("SNAPSHOT") and is_moving("24.10-SNAPSHOT")
+    assert not is_moving("24.10.0") and not is_moving("main-SNAPSHOT")
+    # Newest first, a branch snapshot comes after its branch's releases and candidates.
+    assert newest_first(["24.10-SNAPSHOT", "24.10.0-rc2", "24.10.0", "23.05.5", "SNAPSHOT"]) == [
+        "SNAPSHOT",
+        "24.10.0",
+        "24.10.0-rc2",
+        "24.10-SNAPSHOT",
+        "23.05.5",
+    ]
+
+
+def test_a_branch_snapshot_is_a_member_of_its_branch() -> None:
+    assert knowledge.branch_of("24.10-SNAPSHOT") == "24.10"
+    assert knowledge.series("24.10-SNAPSHOT") == knowledge.series("24.10.1") == (24, 10)
+    known = knowledge.load()
+    for target, profile in (("ath79/generic", "tplink_archer-c6-v2"), ("x86/64", "generic")):
+        rules = known.rules_for("24.10-SNAPSHOT", target, profile)
+        assert rules == known.rules_for("24.10.0", target, profile)
+    assert any(
+        "ipq-wifi-tplink_archer-c6-v2" in r.add
+        for r in known.rules_for("24.10-SNAPSHOT", "ath79/generic", "tplink_archer-c6-v2")
+    )
+    # The ImageBuilder keeps VERSION_NUMBER's case in its name (target/imagebuilder IB_NAME).
+    sums = {
+        "openwrt-imagebuilder-24.10-SNAPSHOT-ath79-generic.Linux-x86_64.tar.zst": "a" * 64,
+        "openwrt-imagebuilder-24.10.0-ath79-generic.Linux-x86_64.tar.zst": "b" * 64,
+    }
+    assert find_archive(sums, "24.10-SNAPSHOT", "ath79/generic") == (
+        "openwrt-imagebuilder-24.10-SNAPSHOT-ath79-generic.Linux-x86_64.tar.zst",
+        "a" * 64,
+    )
+    assert find_archive(sums, "24.10.1", "ath79/generic") is None
+
+
+def test_missing_branch_snapshots_are_skipped_with_one_warning_each(
+    served: MirrorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _settings(served, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="asu_ci.index.render"):
+        assert render_tree(settings).versions == 4
+    for version in ("25.12-SNAPSHOT", "24.10-SNAPSHOT", "23.05-SNAPSHOT"):
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().endswith(version)]
+        assert lines == [
+            f"{served.url}/releases/{version}: no .targets.json upstream; not serving {version}"
+        ], lines
+    overview = _load(settings.public_dir, "json/v1/overview.json")
+    assert all(
+        "SNAPSHOT" not in v
+        for b in overview["branches"].values()
+        for v in b["versions"]
+        if b["name"] != "SNAPSHOT"
+    )
+    # Configured, a missing branch snapshot is an error naming it, never skipped.
+    configured = _settings(
+        served,
+        tmp_path / "configured",
+        branches=(Branch(name="24.10", versions=["24.10-SNAPSHOT"]),),
+    )
+    with pytest.raises(UpstreamError, match=r"^24\.10-SNAPSHOT: upstream has neither"):
+        render_tree(configured)
+
+
+def test_a_branch_snapshot_upstream_is_served_in_its_branch_and_moves(
+    served: MirrorServer, tree: Path, tmp_path: Path
+) -> None:
+    _feeds_2410(tree, "24.10-SNAPSHOT")
+    settings = _settings(served, tmp_path)
+    assert render_tree(settings).versions == 5
+    public = settings.public_dir
+    overview = _load(public, "json/v1/overview.json")
+    assert overview["branches"]["24.10"]["versions"] == ["24.10.0", "24.10-SNAPSHOT"]
+    assert overview["branches"]["24.10"]["path"] == "releases/{version}"
+    branches = {b["name"]: b for b in _load(public, "json/v1/branches.json")}
+    assert branches["24.10"]["versions"] == ["24.10.0", "24.10-SNAPSHOT"]
+    assert branches["24.10"]["branch_off_rev"] == 27990
+    assert _load(public, "json/v1/latest.json") == {"latest": ["25.12.0-rc1", "24.10.0", "23.05.4"]}
+    assert "24.10-SNAPSHOT" not in _load(public, ".versions.json")["versions_list"]
+    assert _load(public, "releases/24.10-SNAPSHOT/.targets.json") == {"ath79/generic": "mips_24kc"}
+    index = _load(public, "json/v1/releases/24.10-SNAPSHOT/targets/ath79/generic/index.json")
+    assert set(KMOD_PACKAGES) <= set(index["packages"])
+    catalog = Catalog(public)
+    assert catalog.path_of("24.10-SNAPSHOT") == "releases/24.10-SNAPSHOT"
+    assert catalog.package_changes("24.10-SNAPSHOT") == catalog.package_changes("24.10.0")
+    request = _request("24.10-SNAPSHOT", "ath79/generic", "8dev_carambola2", ["kmod-usb-storage"])
+    assert normalize(request, catalog, settings.server).packages
+    # A refresh cycle reads it again (and never the 24.10.0 release beside it).
+    assert {"SNAPSHOT", "24.10-SNAPSHOT"} <= moving_versions(catalog)
+    kmods = tree / "releases/24.10-SNAPSHOT/targets/ath79/generic" / KMODS
+    _opkg(kmods, "mips_24kc", [("kmod-usb-net", "6.6.74-r1", {})])
+    served.reset()
+    assert Refresher(settings).cycle() is not None
+    asked = _paths(served)
+    assert f"/releases/24.10-SNAPSHOT/targets/ath79/generic/{KMODS}/Packages" in asked
+    assert not any(p.startswith("/releases/24.10.0/") for p in asked), asked
+    index = _load(public, "json/v1/releases/24.10-SNAPSHOT/targets/ath79/generic/index.json")
+    assert "kmod-usb-net" in index["packages"] and "kmod-usb-storage" not in index["packages"]
+    # Gone upstream again: skipped with a warning, the branch keeps its release.
+    shutil.rmtree(tree / "releases/24.10-SNAPSHOT")
+    assert Refresher(settings).cycle() is not None
+    assert _load(public, "json/v1/overview.json")["branches"]["24.10"]["versions"] == ["24.10.0"]
+    assert not (public / "json/v1/releases/24.10-SNAPSHOT").exists()

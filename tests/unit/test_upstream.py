@@ -400,15 +400,15 @@ def test_default_branches_are_snapshot_upcoming_stable_and_oldstable() -> None:
     branches = resolve_branches(None, listed)
     assert [(b.name, b.versions, b.snapshot) for b in branches] == [
         ("SNAPSHOT", ["SNAPSHOT"], True),
-        ("25.12", ["25.12.0-rc1"], False),
-        ("24.10", ["24.10.1", "24.10.0"], False),
-        ("23.05", ["23.05.5", "23.05.4"], False),
+        ("25.12", ["25.12.0-rc1", "25.12-SNAPSHOT"], False),
+        ("24.10", ["24.10.1", "24.10.0", "24.10-SNAPSHOT"], False),
+        ("23.05", ["23.05.5", "23.05.4", "23.05-SNAPSHOT"], False),
     ]
     assert (branches[0].path, branches[0].git_branch) == ("snapshots", "main")
     # Older branches are one setting away.
     older = resolve_branches(None, listed, extra=["22.03", "21.02"])
     assert [b.name for b in older] == ["SNAPSHOT", "25.12", "24.10", "23.05", "22.03", "21.02"]
-    assert older[-1].versions == ["21.02.7"]
+    assert older[-1].versions == ["21.02.7", "21.02-SNAPSHOT"]
 
 
 def test_branches_are_derived_from_versions_list() -> None:
@@ -419,8 +419,8 @@ def test_branches_are_derived_from_versions_list() -> None:
     branches = resolve_branches(None, listed, extra=["22.03"])
     assert [(b.name, b.versions) for b in branches] == [
         ("SNAPSHOT", ["SNAPSHOT"]),
-        ("23.05", ["23.05.4", "23.05.3"]),
-        ("22.03", ["22.03.7"]),
+        ("23.05", ["23.05.4", "23.05.3", "23.05-SNAPSHOT"]),
+        ("22.03", ["22.03.7", "22.03-SNAPSHOT"]),
     ]
     b = branches[1]
     assert (b.path, b.path_packages, b.git_branch, b.snapshot) == (
