@@ -21,7 +21,8 @@ Goal (issue 7): at most 5 s cold and 0.5 s warm on 2 cores.
 A tree shaped like today's download server (issue 10): ``.versions.json``
 naming 25.12.0-rc1 (upcoming), 24.10.4 (stable) and 23.05.6 (oldstable),
 every point release of those branches (23.05.0-23.05.6, 24.10.0-24.10.4,
-25.12.0-rc1) plus SNAPSHOT and older branches that are not served by
+25.12.0-rc1), their branch snapshots (23.05-SNAPSHOT, 24.10-SNAPSHOT,
+25.12-SNAPSHOT) and SNAPSHOT, plus older branches that are not served by
 default. Each release is the real 23.05.4 metadata (75 targets, 1,534
 profiles) with generated feeds for ``--archs`` architectures; from 23.05.6 on
 ``profiles.json`` names a ``linux_kernel`` and the kmods live in their own
@@ -187,8 +188,11 @@ def run_pair(root: Path, upstream: str, label: str) -> tuple[float, float, float
 #: Today's releases as the bench builds them: version -> its kind of tree.
 TODAY = {
     "SNAPSHOT": "apk",
+    "25.12-SNAPSHOT": "apk",
     "25.12.0-rc1": "apk",
+    "24.10-SNAPSHOT": "kmods",
     **{f"24.10.{n}": "kmods" for n in range(5)},
+    "23.05-SNAPSHOT": "kmods",
     "23.05.6": "kmods",
     **{f"23.05.{n}": "opkg" for n in range(6)},
 }
@@ -280,7 +284,8 @@ def build_today(root: Path, archs: int, count: int) -> tuple[int, int]:
         for arch in chosen:
             for feed in FEEDS:
                 _link_feed(pool / fmt / arch / feed, path / "packages" / arch / feed)
-    listed = [v for v in TODAY if v != "SNAPSHOT"] + list(OLDER)
+    # .versions.json lists releases only; snapshots are found by their paths.
+    listed = [v for v in TODAY if not v.endswith("SNAPSHOT")] + list(OLDER)
     (root / ".versions.json").write_text(
         json.dumps(
             {
