@@ -632,7 +632,8 @@ def release_prune_drafts(
     Reads the releases newest first (at most 10 pages of 100: GitHub lists
     the first 1,000 only) and deletes each draft of a build tag older than
     --older-than. Published releases and other drafts are never touched.
-    Needs a token that can push (contents: write).
+    Run it often enough that a draft is swept before 1,000 newer releases
+    hide it (pages.yml: hourly). Needs a token that can push (contents: write).
     """
     from datetime import datetime, timedelta
 
@@ -654,9 +655,11 @@ def release_prune_drafts(
     finally:
         releases.close()
     if sweep.cut_off:
+        reach = sweep.reach.strftime("%Y-%m-%dT%H:%M:%SZ") if sweep.reach else "?"
         typer.echo(
             f"stopped after {LISTED_PAGES} pages of {PAGE_SIZE}: GitHub lists no older "
-            "releases, so older drafts are not seen",
+            f"releases, so drafts created before {reach} are not seen; run prune-drafts "
+            "more often than that span (pages.yml runs it hourly)",
             err=True,
         )
     done = "to delete (--dry-run: none deleted)" if dry_run else "deleted"

@@ -826,6 +826,8 @@ class DraftSweep:
     listed: int = 0
     #: True when the listing went on past the pages GitHub serves (the first 1,000 releases).
     cut_off: bool = False
+    #: When the oldest release listed was created: how far back the sweep sees.
+    reach: datetime | None = None
 
 
 def prune_drafts(
@@ -839,7 +841,13 @@ def prune_drafts(
 
     Reads the release listing newest first, at most :data:`LISTED_PAGES`
     pages of :data:`PAGE_SIZE` (all GitHub serves), before deleting anything
-    (a deletion moves the later pages up). Published releases and drafts of
+    (a deletion moves the later pages up). The listing is no manifest of the
+    builds (the ``build-*`` tags are): it is the only place drafts show, and
+    only the newest 1,000 releases are in it, so the sweep must run while a
+    leftover draft is still among them. ``pages.yml`` runs it hourly: at the
+    releases store's ceiling (about 1,333 builds a day) 1,000 releases span
+    some 18 hours, and every draft is listed while between ``older_than`` and
+    that age. ``reach`` says how far back a sweep saw. Published releases and drafts of
     any other tag are never touched. ``on_draft`` hears of each old draft
     once it is deleted (dry: once it is found). A failure on GitHub's side
     is a :class:`PublishError`.
@@ -852,6 +860,8 @@ def prune_drafts(
             listed = releases.release_page(page)
             sweep.listed += len(listed)
             for release in listed:
+                if sweep.reach is None or release.created_at < sweep.reach:
+                    sweep.reach = release.created_at
                 if not release.draft or not _build_tag(release.tag_name):
                     continue
                 if clock - release.created_at < older_than:

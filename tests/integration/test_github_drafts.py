@@ -292,13 +292,17 @@ def test_prune_reads_at_most_ten_pages_and_says_so(
 ) -> None:
     # The oldest draft is past GitHub's 1,000 listed releases: it cannot be seen.
     hidden = fake_github.create_release(f"build-{'a' * 64}", draft=True, created_at=hours_ago(9))
+    eight_hours_ago = hours_ago(8)
     for n in range(1000):
-        fake_github.create_release(f"build-{n:064x}", created_at=hours_ago(8))
+        fake_github.create_release(f"build-{n:064x}", created_at=eight_hours_ago)
     newest = fake_github.create_release(TAG, draft=True, created_at=hours_ago(3))
 
     result = prune()
     assert result.exit_code == 0, result.output
     assert "stopped after 10 pages of 100" in result.output
+    # It says how far back it saw, so an operator knows how often to run it.
+    reach = eight_hours_ago.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert f"drafts created before {reach} are not seen" in result.output
     assert "1 draft(s) deleted" in result.output and "1000 release(s) listed" in result.output
     listings = fake_github.find_requests("GET", r"/releases$")
     assert [r.status for r in listings] == [200] * 10  # never the page GitHub refuses

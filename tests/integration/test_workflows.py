@@ -386,3 +386,18 @@ def test_pages_renders_with_the_endpoint_from_a_repository_variable() -> None:
     render = _step(load(WORKFLOWS / "pages.yml"), "render", "Render the index and the site")
     assert render["env"] == {"ASU_CI_SERVER__API_URL": "${{ vars.ASU_CI_API_URL }}"}
     assert render["run"] == "asu-ci render"
+
+
+def test_drafts_are_swept_hourly_and_the_site_rendered_daily() -> None:
+    """GitHub lists the newest 1,000 releases only, about 18 hours of builds at the
+    releases store's ceiling: an hourly sweep sees every leftover draft in time."""
+    workflow = load(WORKFLOWS / "pages.yml")
+    crons = [entry["cron"] for entry in workflow["on"]["schedule"]]
+    assert crons == ["41 4 * * *", "17 * * * *"]
+    jobs = workflow["jobs"]
+    # The hourly schedule runs the sweep alone; render (and deploy, which needs it) skip it.
+    assert jobs["render"]["if"] == "github.event.schedule != '17 * * * *'"
+    assert jobs["deploy"]["needs"] == "render"
+    assert jobs["drafts"]["if"] == "github.event_name != 'push'"
+    (sweep,) = [s for s in jobs["drafts"]["steps"] if "prune-drafts" in s.get("run", "")]
+    assert "--older-than 120" in sweep["run"]
